@@ -1,0 +1,105 @@
+"""Message contracts. The only place message models are defined.
+
+Models are frozen, ignore unknown fields (tolerant reader) and carry ``schema_version``; they
+change additively. ``ts_event`` is the venue's time, ``ts_recv`` ours, both integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.types import ExchangeId, Price, Qty, Side, SignedDecimal, Symbol, TimestampNs
+
+SCHEMA_VERSION: Literal[1] = 1
+
+#: A book level on the wire: ``[price, qty]``; qty 0 removes the level.
+Level = tuple[Price, Qty]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", json_schema_serialization_defaults_required=True)
+
+    def to_json(self) -> bytes:
+        """The exact bytes published on NATS."""
+        return self.model_dump_json().encode()
+
+
+class TradeTick(Contract):
+    """One trade. ``side`` is the aggressor (taker) side: buyer is maker means a sell."""
+
+    exchange: ExchangeId
+    symbol: Symbol
+    trade_id: int = Field(ge=0)
+    price: Price
+    qty: Qty
+    side: Side
+    is_buyer_maker: bool
+    ts_event: TimestampNs
+    ts_recv: TimestampNs
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _side_matches_maker(self) -> TradeTick:
+        if (self.side == "buy") == self.is_buyer_maker:
+            raise ValueError(
+                f"side={self.side!r} contradicts is_buyer_maker={self.is_buyer_maker} "
+                "(buyer is maker means the aggressor sold)"
+            )
+        if self.qty <= 0:
+            raise ValueError("trade qty must be > 0")
+        return self
+
+
+class DepthUpdate(Contract):
+    """Order-book depth: a whole book (``is_snapshot``) or a delta of absolute level quantities.
+
+    Deltas carry the venue's update ids so a subscriber can chain them and detect a gap:
+    ``first_update_id``..``last_update_id`` (and ``prev_last_update_id`` where the venue has one).
+    """
+
+    exchange: ExchangeId
+    symbol: Symbol
+    bids: list[Level]
+    asks: list[Level]
+    is_snapshot: bool
+    first_update_id: int | None = Field(default=None, ge=0)
+    last_update_id: int = Field(ge=0)
+    prev_last_update_id: int | None = Field(default=None, ge=0)
+    ts_event: TimestampNs
+    ts_recv: TimestampNs
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _ids_in_order(self) -> DepthUpdate:
+        if self.first_update_id is not None and self.first_update_id > self.last_update_id:
+            raise ValueError("first_update_id must be <= last_update_id")
+        if not self.is_snapshot and self.first_update_id is None:
+            raise ValueError("a delta needs first_update_id")
+        return self
+
+
+class Signal(Contract):
+    """A strategy's view on a symbol, published on ``signals.<strategy>.<SYMBOL>``."""
+
+    strategy: Symbol
+    symbol: Symbol
+    side: Literal["buy", "sell", "flat"]
+    strength: SignedDecimal
+    reason: str
+    ts_event: TimestampNs
+    ts: TimestampNs
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The wire JSON Schema of every contract, keyed by file stem (``trade_tick`` ...)."""
+    return {stem: model.model_json_schema(mode="serialization") for stem, model in CONTRACTS.items()}
+
+
+CONTRACTS: dict[str, type[Contract]] = {
+    "trade_tick": TradeTick,
+    "depth_update": DepthUpdate,
+    "signal": Signal,
+}

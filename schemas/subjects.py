@@ -1,0 +1,51 @@
+"""NATS subjects. No subject is built anywhere else (no f-string subjects in services)."""
+
+from __future__ import annotations
+
+_FORBIDDEN = frozenset(".*>")
+
+
+class InvalidSubjectToken(ValueError):
+    """A value that cannot be one NATS subject token."""
+
+
+def check_token(token: str, what: str = "token") -> str:
+    """Return ``token`` if it is one valid subject token, else raise ``InvalidSubjectToken``."""
+    if not token or any(c in _FORBIDDEN or c.isspace() for c in token):
+        raise InvalidSubjectToken(
+            f"{what} {token!r} is not a valid NATS subject token (empty, or contains '.', '*', '>' "
+            "or whitespace)"
+        )
+    return token
+
+
+def trades(symbol: str) -> str:
+    """``md.<SYMBOL>.trades``: TradeTick."""
+    return f"md.{check_token(symbol, 'symbol')}.trades"
+
+
+def depth(symbol: str) -> str:
+    """``md.<SYMBOL>.depth``: DepthUpdate."""
+    return f"md.{check_token(symbol, 'symbol')}.depth"
+
+
+def signals(strategy: str, symbol: str) -> str:
+    """``signals.<strategy>.<SYMBOL>``: Signal."""
+    return f"signals.{check_token(strategy, 'strategy')}.{check_token(symbol, 'symbol')}"
+
+
+def context_snapshot(symbol: str) -> str:
+    """``context.<SYMBOL>.snapshot``: request/reply, ContextSnapshot."""
+    return f"context.{check_token(symbol, 'symbol')}.snapshot"
+
+
+def health(service: str) -> str:
+    """``health.<service>``: request/reply, the service's health JSON."""
+    return f"health.{check_token(service, 'service')}"
+
+
+#: Subscription patterns (wildcards are only ever used to subscribe).
+ALL_MARKET_DATA = "md.>"
+ALL_TRADES = "md.*.trades"
+ALL_DEPTH = "md.*.depth"
+CONTEXT_SNAPSHOT_PATTERN = "context.*.snapshot"

@@ -1,0 +1,1 @@
+"""Runtime shared by every service: settings, NATS bus, logging, lifecycle, reconnect policy."""

@@ -1,0 +1,76 @@
+"""Process lifecycle: run a service until SIGINT/SIGTERM, then stop it gracefully.
+
+The service's ``main(stop)`` coroutine owns its tasks and its shutdown (drain NATS, flush
+telemetry); this module only turns signals into the ``stop`` event, turns a second signal into an
+immediate exit, and maps the outcome to an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+ServiceMain = Callable[[asyncio.Event], Coroutine[Any, Any, int]]
+
+
+class FatalError(Exception):
+    """The service cannot go on (e.g. the connector gave up): exit non-zero with this message."""
+
+
+async def _run(main: ServiceMain) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():  # second signal: the user really wants out now
+            log.warning("forced_exit", signal=signal.Signals(signum).name)
+            os._exit(130)
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return await main(stop)
+
+
+def run_service(main: ServiceMain) -> int:
+    """Run ``main`` on a fresh event loop; returns the process exit code."""
+    try:
+        return asyncio.run(_run(main))
+    except FatalError as error:
+        log.error("service_failed", error=str(error))
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+async def run_until_stopped(stop: asyncio.Event, *workers: asyncio.Task[Any]) -> BaseException | None:
+    """Wait for ``stop`` or for any worker to end; cancel the rest; return the first worker error.
+
+    Workers are the service's owned long-running tasks: one ending on its own is an error
+    (returned, so the caller can clean up before exiting non-zero).
+    """
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        done, _ = await asyncio.wait({stopper, *workers}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopper, *workers):
+            task.cancel()
+        await asyncio.gather(stopper, *workers, return_exceptions=True)
+    for task in workers:
+        if task in done and not task.cancelled():
+            error = task.exception()
+            if error is None:
+                return RuntimeError(f"task {task.get_name()} ended unexpectedly")
+            # TaskGroup wraps errors: surface the first real one.
+            while isinstance(error, BaseExceptionGroup) and error.exceptions:
+                error = error.exceptions[0]
+            return error
+    return None

@@ -1,0 +1,61 @@
+"""JSON-lines logging on stdout (structlog): ``{"timestamp": ..., "level": ..., "event": ..., ...}``.
+
+Event names are the seed's (``connector_connected``, ``connector_trade`` ...). Per-tick events are
+DEBUG and guarded by ``debug_enabled`` on hot paths; state changes are INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+_debug_enabled = False
+
+
+def _orjson_dumps(obj: Any, **_: Any) -> bytes:
+    return orjson.dumps(obj, default=str)
+
+
+def _seed_key_order(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
+    """timestamp, level, event first, as in the seed's log lines; the rest after."""
+    head: dict[str, Any] = {k: event_dict.pop(k) for k in ("timestamp", "level", "event") if k in event_dict}
+    head.update(event_dict)
+    return head
+
+
+def configure_logging(level: str = "INFO", **context: Any) -> None:
+    """Configure structlog once per process; ``context`` (e.g. service=...) is bound to every line."""
+    global _debug_enabled
+    numeric = _LEVELS.get(level.upper(), logging.INFO)
+    _debug_enabled = numeric <= logging.DEBUG
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            structlog.processors.format_exc_info,
+            _seed_key_order,
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.clear_contextvars()
+    if context:
+        structlog.contextvars.bind_contextvars(**context)
+
+
+def debug_enabled() -> bool:
+    """Cheap check for hot paths, so per-tick DEBUG lines cost nothing when DEBUG is off."""
+    return _debug_enabled
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

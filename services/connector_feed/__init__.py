@@ -1,0 +1,1 @@
+"""connector_feed: exchange connectors -> normalised contracts -> NATS ``md.<SYMBOL>.*``."""

@@ -1,0 +1,30 @@
+"""Choose the connector from settings: DATA_SOURCE, then CONNECTOR_NAME."""
+
+from __future__ import annotations
+
+from services.common.lifecycle import FatalError
+from services.connector_feed.connector import ConnectorWrapper, import_connector_class
+from services.connector_feed.settings import FeedSettings
+from services.connector_feed.stub import StubbedConnector
+
+BUILT_IN: dict[str, type[ConnectorWrapper]] = {"stub": StubbedConnector}
+
+
+def build_connector(settings: FeedSettings) -> tuple[ConnectorWrapper, str]:
+    """The connector instance and a short label for logs; ``FatalError`` with a clear message."""
+    if settings.data_source == "binance_ws":
+        raise FatalError(
+            "DATA_SOURCE=binance_ws: the Binance connector is not available yet; "
+            "set DATA_SOURCE=hft_connector (CONNECTOR_NAME=stub for synthetic data)"
+        )
+    name = settings.connector_name
+    cls = BUILT_IN.get(name)
+    if cls is None:
+        try:
+            cls = import_connector_class(name)
+        except ValueError as error:
+            raise FatalError(f"CONNECTOR_NAME={name}: {error}") from None
+    try:
+        return cls(settings), name  # type: ignore[call-arg]
+    except Exception as error:  # a user connector's constructor: report, don't traceback
+        raise FatalError(f"CONNECTOR_NAME={name}: could not create the connector: {error!r}") from error

@@ -1,0 +1,97 @@
+"""The bounded queue between the connector and the NATS publisher, with its overflow policy.
+
+When full, the oldest event is dropped (counted). Trades are simply lost. Depth is never left
+silently wrong: dropping a depth event of a symbol also removes that symbol's other queued depth
+events and queues, in their place, a full snapshot of the feed's own book for that symbol - so the
+next depth message a subscriber sees for it replaces the whole book.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from services.connector_feed.events import Depth, Event, Trade
+
+#: Builds a snapshot of the feed's current book for a symbol (None if the book is unknown).
+SnapshotSource = Callable[[str], Depth | None]
+
+
+@dataclass
+class DropCounts:
+    trades: int = 0
+    depth: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    last_drop_monotonic: float | None = None
+
+    def count(self, kind: str, reason: str, n: int = 1) -> None:
+        if kind == "trade":
+            self.trades += n
+        else:
+            self.depth += n
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        self.last_drop_monotonic = time.monotonic()
+
+
+class EventQueue:
+    def __init__(self, maxsize: int, snapshot_source: SnapshotSource) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self._items: deque[Event] = deque()
+        self._snapshot_source = snapshot_source
+        self._ready = asyncio.Event()
+        self.dropped = DropCounts()
+        #: Symbols whose book the feed does not know: their deltas are dropped until a snapshot.
+        self.awaiting_snapshot: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def sizes(self) -> tuple[int, int]:
+        """(trades, depth) currently queued."""
+        trades = sum(1 for e in self._items if type(e) is Trade)
+        return trades, len(self._items) - trades
+
+    def put(self, event: Event) -> None:
+        """Queue ``event`` (its depth must already be applied to the feed's book)."""
+        if type(event) is Depth and event.symbol in self.awaiting_snapshot:
+            if not event.is_snapshot:
+                self.dropped.count("depth", "awaiting_snapshot")
+                return
+            self.awaiting_snapshot.discard(event.symbol)
+        if len(self._items) >= self.maxsize:
+            victim = self._items.popleft()
+            if type(victim) is Trade:
+                self.dropped.count("trade", "queue_full")
+            elif self._resnapshot(victim.symbol) and type(event) is Depth and event.symbol == victim.symbol:
+                return  # the snapshot just queued already holds this event's levels
+        self._items.append(event)
+        self._ready.set()
+
+    def _resnapshot(self, symbol: str) -> bool:
+        """Drop the symbol's queued depth, queue a fresh snapshot in its place; True if queued."""
+        kept = deque(e for e in self._items if not (type(e) is Depth and e.symbol == symbol))
+        self.dropped.count("depth", "queue_full", 1 + len(self._items) - len(kept))
+        self._items = kept
+        snapshot = self._snapshot_source(symbol)
+        if snapshot is None:
+            self.awaiting_snapshot.add(symbol)
+            return False
+        self._items.append(snapshot)
+        return True
+
+    def pop_all(self) -> list[Event]:
+        """Everything queued, oldest first (empty list if nothing)."""
+        items = list(self._items)
+        self._items.clear()
+        self._ready.clear()
+        return items
+
+    async def wait(self) -> None:
+        """Wait until something is queued."""
+        if not self._items:
+            await self._ready.wait()

@@ -1,0 +1,46 @@
+"""The connector_feed process: settings -> connector -> stream -> NATS, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.bus import Bus, BusConnectError
+from services.common.lifecycle import FatalError, run_until_stopped
+from services.common.logging import get_logger
+from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.connector_feed.factory import build_connector
+from services.connector_feed.settings import FeedSettings
+from services.connector_feed.stream import HFTConnectorStream
+
+SERVICE = "connector_feed"
+log = get_logger(SERVICE)
+
+
+async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
+    connector, label = build_connector(settings)
+    try:
+        bus = await Bus.connect(settings.nats_url, SERVICE, settings.nats_connect_timeout_s)
+    except BusConnectError as error:
+        raise FatalError(str(error)) from None
+    stream = HFTConnectorStream(
+        connector,
+        bus,
+        settings.symbols,
+        Reconnector(ReconnectPolicy.from_settings(settings)),
+        settings.max_queue,
+        settings.connector_poll_interval_ms / 1000,
+        connector_label=label,
+    )
+    log.info("service_started", data_source=settings.data_source, connector=label, symbols=settings.symbols)
+    failure = await run_until_stopped(stop, asyncio.create_task(stream.run(), name="feed-stream"))
+    await stream.close()
+    await bus.drain()
+    log.info(
+        "service_stopped",
+        published=stream.published,
+        rejected=stream.rejected,
+        dropped={"trades": stream.queue.dropped.trades, "depth": stream.queue.dropped.depth},
+    )
+    if failure is not None:
+        raise FatalError(str(failure)) from failure
+    return 0

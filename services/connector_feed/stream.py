@@ -1,0 +1,332 @@
+"""``HFTConnectorStream``: connector events -> contracts -> NATS.
+
+Two owned tasks joined by a bounded ``EventQueue``: the reader keeps the connector connected
+(shared reconnect policy), polls ``next_event``, normalises, keeps the feed's own book per symbol
+(so an overflow can be repaired with a snapshot) and queues; the publisher encodes and publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas import subjects
+from services.common.book import OrderBook
+from services.common.bus import Bus
+from services.common.logging import debug_enabled, get_logger
+from services.common.rates import RollingCounter
+from services.common.reconnect import Reconnector
+from services.connector_feed.connector import ConnectorWrapper
+from services.connector_feed.events import Depth, Event, Trade
+from services.connector_feed.normalize import EventRejected, Normalizer
+from services.connector_feed.queue import EventQueue
+
+log = get_logger("connector_feed")
+
+#: The reader yields to the loop at least this often, so the publisher keeps up at full speed.
+_YIELD_EVERY = 64
+#: How often (in events) the reader asks the connector ``is_connected()`` while events flow.
+_CHECK_CONNECTED_EVERY = 256
+
+
+class ConnectorGaveUp(Exception):
+    """The connector could not be (re)connected within the reconnect policy's attempts."""
+
+
+class HFTConnectorStream:
+    def __init__(
+        self,
+        connector: ConnectorWrapper,
+        bus: Bus,
+        symbols: list[str],
+        reconnector: Reconnector,
+        max_queue: int,
+        poll_interval_s: float,
+        connector_label: str = "hft",
+    ) -> None:
+        self.connector = connector
+        self.bus = bus
+        self.symbols = symbols
+        self.reconnector = reconnector
+        self.poll_interval_s = poll_interval_s
+        self.label = connector_label
+        self.normalizer = Normalizer(connector.exchange, symbols)
+        self.books: dict[str, OrderBook] = {}
+        self._latest_depth: dict[str, Depth] = {}
+        self._synced: set[str] = set()  # symbols whose book came from a connector snapshot
+        self.queue = EventQueue(max_queue, self._book_snapshot)
+        self.connected = False
+        self.gave_up = False
+        self.last_event_ns: int | None = None
+        self.last_event_monotonic: float | None = None
+        self.received = {"trade": 0, "depth": 0}
+        self.published = {"trade": 0, "depth": 0}
+        self.rejected: dict[str, int] = {}
+        self.trade_rate = RollingCounter()
+        self.depth_rate = RollingCounter()
+        self.publish_errors = 0
+        self._subjects: dict[tuple[str, str], str] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and publish until cancelled; raises ``ConnectorGaveUp`` when out of attempts."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._publisher(), name="feed-publisher")
+            tasks.create_task(self._reader(), name="feed-reader")
+
+    async def close(self) -> None:
+        """Disconnect the connector and publish what is still queued."""
+        await self._disconnect()
+        await self._publish_batch(self.queue.pop_all())
+
+    # ---- reader ----------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        while True:
+            await self._connect_with_policy()
+            await self._read_until_disconnected()
+
+    async def _connect_with_policy(self) -> None:
+        while True:
+            try:
+                await self.connector.connect()
+                for symbol in self.symbols:
+                    await self.connector.subscribe_trades(symbol)
+                    await self.connector.subscribe_depth(symbol)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # connector supervisor boundary: classify as transient
+                log.warning(
+                    "connector_connection_error",
+                    connector=self.label,
+                    error=repr(error),
+                    attempt=self.reconnector.attempts + 1,
+                )
+                await self._disconnect()
+                await self._backoff()
+                continue
+            self.connected = True
+            self.reconnector.connected()
+            log.info(
+                "connector_connected",
+                connector=self.label,
+                symbols=self.symbols,
+                exchange=self.connector.exchange,
+            )
+            return
+
+    async def _backoff(self) -> None:
+        delay = self.reconnector.next_delay()
+        if delay is None:
+            self.gave_up = True
+            log.error("connector_gave_up", connector=self.label, attempts=self.reconnector.attempts)
+            raise ConnectorGaveUp(
+                f"connector {self.label!r} did not reconnect after {self.reconnector.attempts} attempts"
+            )
+        log.info(
+            "connector_reconnecting",
+            connector=self.label,
+            attempt=self.reconnector.attempts,
+            delay_s=round(delay, 3),
+        )
+        await asyncio.sleep(delay)
+
+    async def _disconnect(self) -> None:
+        self.connected = False
+        try:
+            await self.connector.disconnect()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("connector_disconnect_error", connector=self.label, error=repr(error))
+
+    async def _read_until_disconnected(self) -> None:
+        connector, poll = self.connector, self.poll_interval_s
+        since_yield = since_check = 0
+        while True:
+            try:
+                event = await connector.next_event()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("connector_connection_error", connector=self.label, error=repr(error))
+                break
+            if event is None:
+                if not await connector.is_connected():
+                    break
+                since_yield = since_check = 0
+                await asyncio.sleep(poll)
+                continue
+            self.ingest(event, time.time_ns())
+            since_yield += 1
+            since_check += 1
+            if since_check >= _CHECK_CONNECTED_EVERY:
+                since_check = 0
+                if not await connector.is_connected():
+                    break
+            if since_yield >= _YIELD_EVERY:
+                since_yield = 0
+                await asyncio.sleep(0)
+        log.warning("connector_disconnected", connector=self.label)
+        await self._disconnect()
+        await self._backoff()
+
+    def ingest(self, raw: object, ts_recv: int) -> Event | None:
+        """Normalise one connector event, keep the book, queue it. Bad events are counted, not fatal."""
+        try:
+            event = self.normalizer.normalize(raw, ts_recv)
+        except EventRejected as error:
+            self._reject(raw, error)
+            return None
+        self.last_event_ns = event.ts_recv
+        self.last_event_monotonic = time.monotonic()
+        if type(event) is Trade:
+            self.received["trade"] += 1
+            self.trade_rate.add()
+        else:
+            assert isinstance(event, Depth)
+            self.received["depth"] += 1
+            self.depth_rate.add()
+            self._apply_to_book(event)
+        self.queue.put(event)
+        if debug_enabled():
+            self._log_event(event)
+        return event
+
+    def _reject(self, raw: object, error: EventRejected) -> None:
+        self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        name = "connector_depth_parse_error" if kind == "depth" else "connector_trade_parse_error"
+        log.warning(
+            name,
+            connector=self.label,
+            reason=error.reason,
+            error=error.detail,
+            rejected=self.rejected[error.reason],
+        )
+
+    def _apply_to_book(self, event: Depth) -> None:
+        book = self.books.get(event.symbol)
+        if book is None:
+            book = self.books[event.symbol] = OrderBook()
+        if event.is_snapshot:
+            book.reset(event.bids, event.asks, event.last_update_id)
+            self._synced.add(event.symbol)
+        else:
+            book.apply(event.bids, event.asks, event.last_update_id)
+        self._latest_depth[event.symbol] = event
+
+    def _book_snapshot(self, symbol: str) -> Depth | None:
+        """The feed's book for ``symbol`` as a snapshot event (used to repair a dropped delta)."""
+        book, latest = self.books.get(symbol), self._latest_depth.get(symbol)
+        if book is None or latest is None or book.last_update_id is None or symbol not in self._synced:
+            return None  # deltas without a base: the book is unknown until the connector snapshots
+        return Depth(
+            latest.exchange,
+            symbol,
+            book.bids(),
+            book.asks(),
+            True,
+            None,
+            book.last_update_id,
+            None,
+            latest.ts_event,
+            latest.ts_recv,
+        )
+
+    def _log_event(self, event: Event) -> None:
+        lag_ms = round((event.ts_recv - event.ts_event) / 1e6, 3)
+        if type(event) is Trade:
+            log.debug(
+                "connector_trade",
+                connector=self.label,
+                symbol=event.symbol,
+                price=event.price,
+                qty=event.qty,
+                side=event.side,
+                lag_ms=lag_ms,
+                queue_size=len(self.queue),
+            )
+        else:
+            assert isinstance(event, Depth)
+            log.debug(
+                "connector_depth",
+                connector=self.label,
+                symbol=event.symbol,
+                lag_ms=lag_ms,
+                queue_size=len(self.queue),
+                bids=len(event.bids),
+                asks=len(event.asks),
+                is_snapshot=event.is_snapshot,
+            )
+
+    # ---- publisher -------------------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        while True:
+            await self.queue.wait()
+            await self._publish_batch(self.queue.pop_all())
+            await asyncio.sleep(0)
+
+    async def _publish_batch(self, batch: list[Event]) -> None:
+        publish = self.bus.publish
+        for event in batch:
+            kind = "trade" if type(event) is Trade else "depth"
+            try:
+                await publish(self._subject(kind, event.symbol), event.wire())
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # per-message boundary: count, log, keep going
+                self.publish_errors += 1
+                log.warning("publish_failed", kind=kind, symbol=event.symbol, error=repr(error))
+                continue
+            self.published[kind] += 1
+
+    def _subject(self, kind: str, symbol: str) -> str:
+        key = (kind, symbol)
+        subject = self._subjects.get(key)
+        if subject is None:
+            subject = self._subjects[key] = (
+                subjects.trades(symbol) if kind == "trade" else subjects.depth(symbol)
+            )
+        return subject
+
+    # ---- health ----------------------------------------------------------------------------
+
+    def last_ts_iso(self) -> str | None:
+        if self.last_event_ns is None:
+            return None
+        return datetime.fromtimestamp(self.last_event_ns / 1e9, tz=UTC).isoformat()
+
+    def connector_section(self) -> dict[str, Any]:
+        """The seed's ``connector`` health section."""
+        try:
+            connector_health = self.connector.get_health_status()
+        except Exception as error:  # a connector's health bug must not break ours
+            connector_health = {"error": repr(error)}
+        return {
+            "connected": self.connected,
+            "last_ts": self.last_ts_iso(),
+            "queue_size": len(self.queue),
+            "reconnection_attempts": self.reconnector.attempts,
+            "connector_health": connector_health,
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        """The seed's metrics shape: per kind, per_minute_count, per_second_rate, queue_size."""
+        trades_queued, depth_queued = self.queue.sizes()
+        return {
+            "trades": {
+                "per_minute_count": self.trade_rate.count(),
+                "per_second_rate": round(self.trade_rate.rate(), 3),
+                "queue_size": trades_queued,
+            },
+            "depth": {
+                "per_minute_count": self.depth_rate.count(),
+                "per_second_rate": round(self.depth_rate.rate(), 3),
+                "queue_size": depth_queued,
+            },
+        }

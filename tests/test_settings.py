@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+
+from services.common.settings import SettingsError, load_settings
+from services.connector_feed.settings import FeedSettings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    for name in (
+        "DATA_SOURCE",
+        "CONNECTOR_NAME",
+        "SYMBOLS",
+        "MAX_QUEUE",
+        "NATS_URL",
+        "STUB_SEED",
+        "CONNECTOR_POLL_INTERVAL_MS",
+        "RECONNECT_MAX_ATTEMPTS",
+        "LOG_LEVEL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]  # no stray .env
+
+
+def test_defaults() -> None:
+    settings = load_settings(FeedSettings)
+
+    assert settings.data_source == "binance_ws"
+    assert settings.symbols == ["BTCUSDT"]
+    assert settings.nats_url == "nats://127.0.0.1:4222"
+    assert (settings.stub_trades_per_s, settings.stub_depth_per_s, settings.stub_seed) == (20, 5, None)
+    assert (settings.reconnect_initial_s, settings.reconnect_max_s, settings.reconnect_max_attempts) == (
+        0.5,
+        8,
+        5,
+    )
+    assert settings.reconnect_jitter is False
+
+
+def test_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATA_SOURCE", "hft_connector")
+    monkeypatch.setenv("SYMBOLS", " BTCUSDT, ETHUSDT-PERP ")
+    monkeypatch.setenv("MAX_QUEUE", "50")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("CONNECTOR_PAPER_TRADING", "false")
+
+    settings = load_settings(FeedSettings)
+
+    assert settings.symbols == ["BTCUSDT", "ETHUSDT-PERP"]
+    assert settings.max_queue == 50
+    assert settings.log_level == "DEBUG"
+    assert settings.connector_paper_trading is False
+
+
+def test_dotenv_file_is_read(tmp_path: object) -> None:
+    import pathlib
+
+    pathlib.Path(".env").write_text("DATA_SOURCE=hft_connector\nSTUB_SEED=9\n")
+
+    settings = load_settings(FeedSettings)
+
+    assert (settings.data_source, settings.stub_seed) == ("hft_connector", 9)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATA_SOURCE", "kraken"),
+        ("MAX_QUEUE", "lots"),
+        ("MAX_QUEUE", "0"),
+        ("SYMBOLS", "BTC.USDT"),
+        ("SYMBOLS", ","),
+        ("SYMBOLS", "A,A"),
+        ("CONNECTOR_POLL_INTERVAL_MS", "-5"),
+        ("RECONNECT_MAX_ATTEMPTS", "-1"),
+        ("LOG_LEVEL", "chatty"),
+        ("STUB_SEED", "x"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(SettingsError) as error:
+        load_settings(FeedSettings)
+
+    assert f"{variable}:" in str(error.value)
