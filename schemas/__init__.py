@@ -1,6 +1,23 @@
 """Message contracts and subjects of the market-data bus."""
 
 from schemas import subjects
-from schemas.models import CONTRACTS, SCHEMA_VERSION, DepthUpdate, Signal, TradeTick, json_schemas
+from schemas.models import (
+    CONTRACTS,
+    SCHEMA_VERSION,
+    ContextSnapshot,
+    DepthUpdate,
+    Signal,
+    TradeTick,
+    json_schemas,
+)
 
-__all__ = ["CONTRACTS", "SCHEMA_VERSION", "DepthUpdate", "Signal", "TradeTick", "json_schemas", "subjects"]
+__all__ = [
+    "CONTRACTS",
+    "SCHEMA_VERSION",
+    "ContextSnapshot",
+    "DepthUpdate",
+    "Signal",
+    "TradeTick",
+    "json_schemas",
+    "subjects",
+]

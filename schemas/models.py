@@ -93,6 +93,38 @@ class Signal(Contract):
     schema_version: Literal[1] = SCHEMA_VERSION
 
 
+class ContextSnapshot(Contract):
+    """Rolling market context of one symbol, the reply on ``context.<SYMBOL>.snapshot``.
+
+    Rates count trades received in the last minute (per_second = per_minute / 60); the VWAP
+    covers trades whose event time is within ``vwap_window_s`` of the newest one. The book
+    fields come from md.<SYMBOL>.depth; ``book_synced`` is false until a snapshot arrives and
+    after a detected gap, until the next snapshot.
+    """
+
+    symbol: Symbol
+    exchange: ExchangeId | None
+    last_price: Price | None
+    last_trade_ts: TimestampNs | None
+    trade_count: int = Field(ge=0, description="trades seen since start")
+    trades_per_minute: int = Field(ge=0)
+    trades_per_second: float = Field(ge=0)
+    vwap: Price | None
+    vwap_window_s: float
+    vwap_trades: int = Field(ge=0)
+    best_bid: Price | None
+    best_ask: Price | None
+    spread: SignedDecimal | None
+    book_synced: bool
+    book_update_id: int | None
+    bid_levels: int = Field(ge=0)
+    ask_levels: int = Field(ge=0)
+    book_gaps: int = Field(ge=0, description="gaps detected in the depth update-id chain")
+    recent_trades: list[TradeTick] = Field(description="the last N trades, oldest first")
+    ts: TimestampNs
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """The wire JSON Schema of every contract, keyed by file stem (``trade_tick`` ...)."""
     return {stem: model.model_json_schema(mode="serialization") for stem, model in CONTRACTS.items()}
@@ -102,4 +134,5 @@ CONTRACTS: dict[str, type[Contract]] = {
     "trade_tick": TradeTick,
     "depth_update": DepthUpdate,
     "signal": Signal,
+    "context_snapshot": ContextSnapshot,
 }

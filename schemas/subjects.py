@@ -39,6 +39,14 @@ def context_snapshot(symbol: str) -> str:
     return f"context.{check_token(symbol, 'symbol')}.snapshot"
 
 
+def symbol_of(subject: str) -> str:
+    """The symbol token of ``md.<SYMBOL>.*`` or ``context.<SYMBOL>.snapshot``."""
+    parts = subject.split(".")
+    if len(parts) != 3:
+        raise InvalidSubjectToken(f"subject {subject!r} has no symbol token")
+    return parts[1]
+
+
 def health(service: str) -> str:
     """``health.<service>``: request/reply, the service's health JSON."""
     return f"health.{check_token(service, 'service')}"

@@ -94,6 +94,9 @@ class Bus:
         """Finish in-flight messages, flush publishes, close. Safe to call twice."""
         if self.nc.is_closed:
             return
+        if not self.nc.is_connected:  # nothing can be flushed to a server we cannot reach
+            await self.nc.close()
+            return
         try:
             await self.nc.drain()
         except Exception as error:  # shutdown boundary: never let a failed drain block exit

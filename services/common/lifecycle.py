@@ -12,12 +12,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-from services.common.logging import get_logger
+from services.common.logging import configure_logging, get_logger
+from services.common.settings import CommonSettings, SettingsError, load_settings
 
 log = get_logger(__name__)
 
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 ServiceMain = Callable[[asyncio.Event], Coroutine[Any, Any, int]]
 
 
@@ -74,3 +76,18 @@ async def run_until_stopped(stop: asyncio.Event, *workers: asyncio.Task[Any]) ->
                 error = error.exceptions[0]
             return error
     return None
+
+
+def service_main(
+    name: str,
+    settings_cls: type[SettingsT],
+    run: Callable[[SettingsT, asyncio.Event], Coroutine[Any, Any, int]],
+) -> int:
+    """The whole ``__main__`` of a service: load settings once, configure logging, run until stopped."""
+    try:
+        settings = load_settings(settings_cls)
+    except SettingsError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, service=name)
+    return run_service(lambda stop: run(settings, stop))

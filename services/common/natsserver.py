@@ -78,6 +78,7 @@ class NatsServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C must not kill it before its clients
         )
         deadline = time.monotonic() + timeout_s
         while not is_listening(self.host, self.port):
@@ -90,7 +91,7 @@ class NatsServer:
             time.sleep(0.02)
         return self
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 3.0) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -32,6 +32,9 @@ class CommonSettings(BaseSettings):
         default_factory=lambda: ["BTCUSDT"], description="comma-separated instrument ids"
     )
     log_level: LogLevel = "INFO"
+    health_stale_after_s: float = Field(
+        default=10.0, gt=0, description="no market data for this long makes health 'degraded'"
+    )
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from services.common.bus import Bus, BusConnectError
+from services.common.health import Condition, HealthService, age_s
 from services.common.lifecycle import FatalError, run_until_stopped
 from services.common.logging import get_logger
 from services.common.reconnect import Reconnector, ReconnectPolicy
@@ -14,6 +16,34 @@ from services.connector_feed.stream import HFTConnectorStream
 
 SERVICE = "connector_feed"
 log = get_logger(SERVICE)
+
+
+def feed_health(stream: HFTConnectorStream, bus: Bus, stale_after_s: float) -> HealthService:
+    def condition() -> Condition:
+        return Condition(
+            connected=stream.connected and bus.is_connected,
+            gave_up=stream.gave_up,
+            last_data_age_s=age_s(stream.last_event_monotonic),
+            stale_after_s=stale_after_s,
+            last_drop_age_s=age_s(stream.queue.dropped.last_drop_monotonic),
+        )
+
+    def details() -> dict[str, Any]:
+        dropped = stream.queue.dropped
+        return {
+            "connector": stream.connector_section(),
+            "published": dict(stream.published),
+            "dropped": {"trades": dropped.trades, "depth": dropped.depth, **{"by_reason": dropped.by_reason}},
+            "rejected": dict(stream.rejected),
+        }
+
+    return HealthService(
+        SERVICE,
+        "Normalised exchange market data -> md.<SYMBOL>.trades/depth",
+        condition,
+        details,
+        stream.metrics,
+    )
 
 
 async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
@@ -31,9 +61,12 @@ async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
         settings.connector_poll_interval_ms / 1000,
         connector_label=label,
     )
+    health = feed_health(stream, bus, settings.health_stale_after_s)
+    await health.start(bus)
     log.info("service_started", data_source=settings.data_source, connector=label, symbols=settings.symbols)
     failure = await run_until_stopped(stop, asyncio.create_task(stream.run(), name="feed-stream"))
     await stream.close()
+    await health.stop()
     await bus.drain()
     log.info(
         "service_stopped",

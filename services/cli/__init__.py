@@ -1,0 +1,102 @@
+"""``hftfeed``: run the services, the local stack, and talk to them over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.common.settings import CommonSettings, SettingsError, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable JSON instead of a table")]
+
+
+@app.callback()
+def _root() -> None:
+    """HFT connector feed: normalised market data on NATS."""
+
+
+def _common_settings() -> CommonSettings:
+    try:
+        return load_settings(CommonSettings)
+    except SettingsError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("connector-feed")
+def connector_feed() -> None:
+    """Run connector_feed in the foreground (settings from the environment / .env)."""
+    from services.connector_feed.__main__ import main
+
+    raise typer.Exit(main())
+
+
+@app.command("strategy-engine")
+def strategy_engine() -> None:
+    """Run strategy_engine in the foreground."""
+    from services.strategy_engine.__main__ import main
+
+    raise typer.Exit(main())
+
+
+@app.command("context")
+def context() -> None:
+    """Run the context service in the foreground."""
+    from services.context.__main__ import main
+
+    raise typer.Exit(main())
+
+
+@app.command("up")
+def up(
+    log_dir: Annotated[str, typer.Option(help="where the services' JSON logs go")] = ".hftfeed/logs",
+    ready_timeout_s: Annotated[float, typer.Option(help="how long to wait for each service's health")] = 30.0,
+) -> None:
+    """Run the local stack: nats-server (if none is running at NATS_URL) + the three services.
+
+    Uses the stub connector unless DATA_SOURCE is set. Ctrl-C stops everything.
+    """
+    from services.cli.up import run_stack
+
+    settings = _common_settings()
+    logs = Path(log_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    raise typer.Exit(asyncio.run(run_stack(settings, logs, ready_timeout_s)))
+
+
+@app.command("health")
+def health(
+    service: Annotated[str | None, typer.Argument(help="connector_feed | strategy_engine | context")] = None,
+    as_json: JsonFlag = False,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="seconds to wait for each reply")] = 2.0,
+) -> None:
+    """Ask services for their health over NATS; exits 1 if any is down or does not answer."""
+    from services.cli.client import SERVICES, health_command
+
+    names = SERVICES if service is None else [service.replace("-", "_")]
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        typer.echo(f"unknown service {service!r}: choose from {', '.join(SERVICES)}", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(asyncio.run(health_command(_common_settings().nats_url, names, as_json, timeout_s)))
+
+
+@app.command("sub")
+def sub(
+    subject: Annotated[str, typer.Argument(help="subject, wildcards allowed (md.BTCUSDT.trades, md.>)")],
+    as_json: Annotated[bool, typer.Option("--json", help="raw JSON lines")] = False,
+    count: Annotated[int, typer.Option(help="exit after this many messages (0 = run until Ctrl-C)")] = 0,
+) -> None:
+    """Print live messages from NATS, readably (or raw JSON with --json)."""
+    from services.cli.client import sub_command
+
+    raise typer.Exit(asyncio.run(sub_command(_common_settings().nats_url, subject, as_json, count)))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,150 @@
+"""``hftfeed health`` and ``hftfeed sub``: small NATS clients for people (tables) and machines (JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from schemas import subjects
+
+SERVICES = ["connector_feed", "strategy_engine", "context"]
+_STATUS_STYLE = {"ok": "green", "degraded": "yellow", "down": "red", "no reply": "red"}
+
+
+async def connect(url: str, timeout_s: float = 3.0) -> Client:
+    try:
+        return await asyncio.wait_for(
+            nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, allow_reconnect=False), timeout_s
+        )
+    except (TimeoutError, OSError, NatsError) as error:
+        raise SystemExit(f"cannot connect to NATS at {url}: {error!r}") from None
+
+
+async def ask_health(nc: Client, service: str, timeout_s: float) -> dict[str, Any]:
+    """The service's health reply, or a synthetic ``no reply`` record."""
+    try:
+        reply = await nc.request(subjects.health(service), b"", timeout=timeout_s)
+        body: dict[str, Any] = orjson.loads(reply.data)
+        return body
+    except (TimeoutError, NatsError, orjson.JSONDecodeError) as error:
+        return {"service": service, "status": "no reply", "reasons": [type(error).__name__]}
+
+
+async def health_command(url: str, services: list[str], as_json: bool, timeout_s: float) -> int:
+    nc = await connect(url)
+    try:
+        replies = await asyncio.gather(*(ask_health(nc, s, timeout_s) for s in services))
+    finally:
+        await nc.close()
+    if as_json:
+        sys.stdout.write(orjson.dumps({r["service"]: r for r in replies}).decode() + "\n")
+    else:
+        Console().print(health_table(replies))
+    return 0 if all(r["status"] in ("ok", "degraded") for r in replies) else 1
+
+
+def health_table(replies: list[dict[str, Any]]) -> Table:
+    table = Table(title="hftfeed health")
+    for column in ("service", "status", "uptime", "version", "details"):
+        table.add_column(column)
+    for reply in replies:
+        status = reply.get("status", "?")
+        uptime = reply.get("uptime_s")
+        table.add_row(
+            reply.get("service", "?"),
+            f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
+            f"{uptime:.0f}s" if isinstance(uptime, int | float) else "-",
+            reply.get("version", "-"),
+            _details(reply),
+        )
+    return table
+
+
+def _details(reply: dict[str, Any]) -> str:
+    parts = list(reply.get("reasons", []))
+    connector = reply.get("connector")
+    if connector:
+        parts.append(
+            f"connected={connector.get('connected')} last_ts={connector.get('last_ts')} "
+            f"queue={connector.get('queue_size')} reconnects={connector.get('reconnection_attempts')}"
+        )
+    if "consumed" in reply:
+        parts.append(f"consumed={reply['consumed']}")
+    return "\n".join(parts) or "-"
+
+
+async def sub_command(url: str, subject: str, as_json: bool, count: int) -> int:
+    nc = await connect(url)
+    done = asyncio.Event()
+    received = 0
+    console = Console(highlight=False)
+
+    async def on_msg(msg: Msg) -> None:
+        nonlocal received
+        received += 1
+        if as_json:
+            sys.stdout.write(msg.data.decode(errors="replace") + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(describe(msg))
+        if count and received >= count:
+            done.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    try:
+        await nc.subscribe(subject, cb=on_msg)
+    except NatsError as error:
+        await nc.close()
+        raise SystemExit(f"cannot subscribe to {subject!r}: {error!r}") from None
+    if not as_json:
+        console.print(f"[dim]listening on {subject} at {url} (Ctrl-C to stop)[/]")
+    await done.wait()
+    await nc.drain()
+    return 0
+
+
+def describe(msg: Msg) -> str:
+    """One readable line per message; unknown shapes fall back to compact JSON."""
+    now = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+    try:
+        body = orjson.loads(msg.data)
+    except orjson.JSONDecodeError:
+        return f"[dim]{now}[/] {msg.subject} [red]not JSON[/] {escape(repr(msg.data[:120]))}"
+    raw = escape(msg.data.decode(errors="replace"))
+    if not isinstance(body, dict):
+        return f"[dim]{now}[/] {msg.subject} {raw}"
+    if msg.subject.endswith(".trades") and "price" in body:
+        colour = "green" if body.get("side") == "buy" else "red"
+        return (
+            f"[dim]{now}[/] {msg.subject} [{colour}]{body.get('side', '?').upper():4}[/] "
+            f"{body.get('qty')} @ {body.get('price')}  id={body.get('trade_id')}"
+        )
+    if msg.subject.endswith(".depth") and "bids" in body:
+        bids, asks = body.get("bids") or [], body.get("asks") or []
+        bid = f"{bids[0][1]} @ {bids[0][0]}" if bids else "-"
+        ask = f"{asks[0][1]} @ {asks[0][0]}" if asks else "-"
+        kind = "snapshot" if body.get("is_snapshot") else "delta"
+        return (
+            f"[dim]{now}[/] {msg.subject} {kind:8} bid [green]{bid}[/] | ask [red]{ask}[/] "
+            f"({len(bids)}/{len(asks)} levels) u={body.get('last_update_id')}"
+        )
+    if msg.subject.startswith("signals.") and "side" in body:
+        return (
+            f"[dim]{now}[/] {msg.subject} [bold]{str(body.get('side')).upper()}[/] "
+            f"strength={body.get('strength')} {escape(str(body.get('reason', '')))}"
+        )
+    return f"[dim]{now}[/] {msg.subject} {raw}"

@@ -1,0 +1,138 @@
+"""Health over NATS: the status rules, and registration as a NATS micro service.
+
+Every service registers with ``nats.micro`` (so ``$SRV.PING/INFO/STATS`` discover it) and answers
+``health.<service>`` with JSON: service, status, reasons, uptime_s, version, plus its own sections.
+INFO gets a description and STATS a ``data`` object for every endpoint, as the official
+``nats micro`` schemas require (nats-py's defaults send null for both).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointStats, Service
+
+from schemas import subjects
+from services import __version__
+from services.common.bus import Bus
+from services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+Status = Literal["ok", "degraded", "down"]
+#: Drops within this many seconds make a service ``degraded``.
+RECENT_DROP_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """Inputs of the status rules, gathered by each service."""
+
+    connected: bool
+    last_data_age_s: float | None
+    stale_after_s: float
+    gave_up: bool = False
+    resyncing: bool = False
+    last_drop_age_s: float | None = None
+
+
+def evaluate(condition: Condition) -> tuple[Status, list[str]]:
+    """``down`` when not connected or given up; ``degraded`` when connected but stale, resyncing
+    or dropping events in the last minute; else ``ok``. Reasons say why it is not ok."""
+    if condition.gave_up:
+        return "down", ["gave up reconnecting"]
+    if not condition.connected:
+        return "down", ["not connected"]
+    reasons = []
+    if condition.last_data_age_s is None:
+        reasons.append("no data yet")
+    elif condition.last_data_age_s > condition.stale_after_s:
+        reasons.append(
+            f"stale: no data for {condition.last_data_age_s:.1f}s (> {condition.stale_after_s:g}s)"
+        )
+    if condition.resyncing:
+        reasons.append("resyncing")
+    if condition.last_drop_age_s is not None and condition.last_drop_age_s <= RECENT_DROP_WINDOW_S:
+        reasons.append("dropped events in the last minute")
+    return ("degraded" if reasons else "ok"), reasons
+
+
+def age_s(monotonic_stamp: float | None) -> float | None:
+    return None if monotonic_stamp is None else time.monotonic() - monotonic_stamp
+
+
+RequestHandler = Callable[[Request], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraEndpoint:
+    name: str
+    subject: str
+    handler: RequestHandler
+
+
+class HealthService:
+    """Registers ``name`` as a micro service with a ``health`` endpoint (and any extras)."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        condition: Callable[[], Condition],
+        details: Callable[[], dict[str, Any]] = dict,
+        stats_data: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.name = name
+        self.description = description
+        self._condition = condition
+        self._details = details
+        self._stats_data = stats_data
+        self._started = time.monotonic()
+        self._service: Service | None = None
+
+    def report(self) -> dict[str, Any]:
+        status, reasons = evaluate(self._condition())
+        return {
+            "service": self.name,
+            "status": status,
+            "reasons": reasons,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "version": __version__,
+            **self._details(),
+        }
+
+    async def start(self, bus: Bus, extra: Sequence[ExtraEndpoint] = ()) -> None:
+        self._service = await add_service(
+            bus.nc,
+            name=self.name,
+            version=__version__,
+            description=self.description,
+            metadata={"health_subject": subjects.health(self.name)},
+            queue_group=self.name,
+            stats_handler=self._endpoint_data,
+        )
+        await self._service.add_endpoint(
+            name="health", subject=subjects.health(self.name), handler=self._on_health
+        )
+        for endpoint in extra:
+            await self._service.add_endpoint(
+                name=endpoint.name, subject=endpoint.subject, handler=endpoint.handler
+            )
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+
+    def _endpoint_data(self, endpoint: EndpointStats) -> dict[str, Any]:
+        # The official STATS schema wants an object here for every endpoint.
+        return self._stats_data() if endpoint.name == "health" else {}
+
+    async def _on_health(self, request: Request) -> None:
+        await request.respond(orjson.dumps(self.report()), headers={"Content-Type": "application/json"})

@@ -1,0 +1,1 @@
+"""context: rolling market history per symbol, answered on context.<SYMBOL>.snapshot."""

@@ -1,0 +1,1 @@
+"""strategy_engine: strategies on md.<SYMBOL>.* -> signals.<strategy>.<SYMBOL>."""

@@ -1,0 +1,86 @@
+"""The strategy_engine process: md.<SYMBOL>.* -> strategies -> signals.<strategy>.<SYMBOL>."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from schemas import DepthUpdate, TradeTick
+from services.common.bus import Bus, BusConnectError
+from services.common.consumer import MarketDataSubscriber
+from services.common.health import Condition, HealthService, age_s
+from services.common.lifecycle import FatalError, run_until_stopped
+from services.common.logging import get_logger
+from services.strategy_engine.runner import StrategyRunner
+from services.strategy_engine.settings import StrategySettings
+from services.strategy_engine.strategy import load_strategies
+
+SERVICE = "strategy_engine"
+log = get_logger(SERVICE)
+
+
+class StrategyEngine:
+    def __init__(self, bus: Bus, settings: StrategySettings) -> None:
+        try:
+            strategies = load_strategies(settings.strategies, settings)
+        except ValueError as error:
+            raise FatalError(f"STRATEGIES: {error}") from None
+        self.runners = [StrategyRunner(s, bus, settings.strategy_queue_size) for s in strategies]
+        self.subscriber = MarketDataSubscriber(bus, settings.symbols, self._on_event, self._on_event)
+        self.bus = bus
+        self.stale_after_s = settings.health_stale_after_s
+
+    def _on_event(self, event: TradeTick | DepthUpdate) -> None:
+        for runner in self.runners:
+            runner.offer(event)
+
+    def condition(self) -> Condition:
+        drops = [r.last_drop_monotonic for r in self.runners if r.last_drop_monotonic is not None]
+        return Condition(
+            connected=self.bus.is_connected,
+            last_data_age_s=age_s(self.subscriber.last_message_monotonic),
+            stale_after_s=self.stale_after_s,
+            last_drop_age_s=age_s(max(drops)) if drops else None,
+        )
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "consumed": dict(self.subscriber.consumed),
+            "invalid_messages": self.subscriber.invalid,
+            "slow_consumer_drops": self.bus.stats.slow_consumer_drops,
+            "strategies": {r.name: r.health() for r in self.runners},
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        queued = (sum(r.queued["trade"] for r in self.runners), sum(r.queued["depth"] for r in self.runners))
+        return self.subscriber.metrics(queued)
+
+
+async def run_engine(settings: StrategySettings, stop: asyncio.Event) -> int:
+    try:
+        bus = await Bus.connect(settings.nats_url, SERVICE, settings.nats_connect_timeout_s)
+    except BusConnectError as error:
+        raise FatalError(str(error)) from None
+    try:
+        engine = StrategyEngine(bus, settings)
+    except FatalError:
+        await bus.drain()
+        raise
+    health = HealthService(
+        SERVICE,
+        "Strategies on md.<SYMBOL>.* -> signals.<strategy>.<SYMBOL>",
+        engine.condition,
+        engine.details,
+        engine.metrics,
+    )
+    tasks = [asyncio.create_task(r.run(), name=f"strategy-{r.name}") for r in engine.runners]
+    await engine.subscriber.start()
+    await health.start(bus)
+    log.info("service_started", strategies=[r.name for r in engine.runners], symbols=settings.symbols)
+    failure = await run_until_stopped(stop, *tasks)
+    await health.stop()
+    await bus.drain()
+    log.info("service_stopped", **engine.details())
+    if failure is not None:
+        raise FatalError(str(failure)) from failure
+    return 0

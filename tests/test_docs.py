@@ -1,0 +1,30 @@
+"""The README stays true: every setting is documented, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from services.connector_feed.settings import FeedSettings
+from services.context.settings import ContextSettings
+from services.strategy_engine.settings import StrategySettings
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("settings", [FeedSettings, StrategySettings, ContextSettings])
+def test_every_setting_is_in_the_readme_table(settings: type[BaseSettings]) -> None:
+    missing = [name.upper() for name in settings.model_fields if f"| `{name.upper()}` |" not in README]
+
+    assert missing == []
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    commands = re.findall(r"```bash\n(python3 -m venv .*?)\n```", README)
+    test_command = next(c for c in commands if "pytest" in c)
+
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()

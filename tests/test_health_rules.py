@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from services.common.health import Condition, evaluate
+
+
+@pytest.mark.parametrize(
+    ("condition", "status"),
+    [
+        (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10), "ok"),
+        (Condition(connected=True, last_data_age_s=11.0, stale_after_s=10), "degraded"),
+        (Condition(connected=True, last_data_age_s=None, stale_after_s=10), "degraded"),
+        (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10, resyncing=True), "degraded"),
+        (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10, last_drop_age_s=30), "degraded"),
+        (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10, last_drop_age_s=61), "ok"),
+        (Condition(connected=False, last_data_age_s=1.0, stale_after_s=10), "down"),
+        (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10, gave_up=True), "down"),
+    ],
+)
+def test_status_rules(condition: Condition, status: str) -> None:
+    assert evaluate(condition)[0] == status
+
+
+def test_reasons_explain_a_degraded_status() -> None:
+    status, reasons = evaluate(
+        Condition(connected=True, last_data_age_s=12.5, stale_after_s=10, resyncing=True)
+    )
+
+    assert status == "degraded"
+    assert reasons == ["stale: no data for 12.5s (> 10s)", "resyncing"]
