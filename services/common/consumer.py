@@ -7,6 +7,7 @@ message that is not a valid contract is counted and logged (sampled), never fata
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -28,11 +29,15 @@ class MarketDataSubscriber:
         symbols: list[str],
         on_trade: Callable[[TradeTick], None],
         on_depth: Callable[[DepthUpdate], None],
+        pressure: Callable[[], bool] | None = None,
     ) -> None:
         self.bus = bus
         self.symbols = symbols
         self._on_trade = on_trade
         self._on_depth = on_depth
+        # When downstream queues fill up, the callback yields to let their tasks catch up, so a
+        # burst waits in NATS's pending buffer instead of being dropped downstream.
+        self._pressure = pressure
         self.consumed = {"trade": 0, "depth": 0}
         self.invalid = 0
         self.last_message_monotonic: float | None = None
@@ -52,9 +57,11 @@ class MarketDataSubscriber:
             self._invalid(msg, error)
             return
         self.consumed["trade"] += 1
-        self.trade_rate.add()
-        self.last_message_monotonic = time.monotonic()
+        self.last_message_monotonic = now = time.monotonic()
+        self.trade_rate.add(1, now)
         self._on_trade(tick)
+        if self._pressure is not None and self._pressure():
+            await asyncio.sleep(0)
 
     async def _depth_msg(self, msg: Msg) -> None:
         try:
@@ -63,9 +70,11 @@ class MarketDataSubscriber:
             self._invalid(msg, error)
             return
         self.consumed["depth"] += 1
-        self.depth_rate.add()
-        self.last_message_monotonic = time.monotonic()
+        self.last_message_monotonic = now = time.monotonic()
+        self.depth_rate.add(1, now)
         self._on_depth(update)
+        if self._pressure is not None and self._pressure():
+            await asyncio.sleep(0)
 
     def _invalid(self, msg: Msg, error: ValidationError) -> None:
         self.invalid += 1

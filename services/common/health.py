@@ -67,6 +67,11 @@ def age_s(monotonic_stamp: float | None) -> float | None:
     return None if monotonic_stamp is None else time.monotonic() - monotonic_stamp
 
 
+def age_since_ns(wall_ns: int | None) -> float | None:
+    """Seconds since a wall-clock nanosecond timestamp (e.g. an event's ts_recv)."""
+    return None if wall_ns is None else (time.time_ns() - wall_ns) / 1e9
+
+
 RequestHandler = Callable[[Request], Awaitable[None]]
 
 

@@ -32,6 +32,9 @@ class CommonSettings(BaseSettings):
         default_factory=lambda: ["BTCUSDT"], description="comma-separated instrument ids"
     )
     log_level: LogLevel = "INFO"
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="uvloop (faster) or the standard asyncio loop"
+    )
     health_stale_after_s: float = Field(
         default=10.0, gt=0, description="no market data for this long makes health 'degraded'"
     )

@@ -67,6 +67,8 @@ def wire_decimal(value: object, field: str, *, positive: bool) -> str:
 
 def timestamp_ns(value: object) -> int:
     """A datetime (naive = UTC) or an int of ms / µs / ns since the epoch, told apart by size."""
+    if type(value) is int and 10**17 <= value < 10**20:
+        return value  # nanoseconds: the fast path
     if isinstance(value, datetime):
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         delta = aware - _EPOCH
@@ -98,9 +100,26 @@ def _int_field(event: dict[str, Any], key: str, *, required: bool = True) -> int
     return value
 
 
+def _plain_levels(raw: list[Any] | tuple[Any, ...]) -> list[WireLevel] | None:
+    """The fast path: every level a pair of plain decimal strings with a non-zero price."""
+    match = _PLAIN_DECIMAL.fullmatch
+    try:
+        for price, qty in raw:
+            if not (
+                type(price) is str and type(qty) is str and match(price) and match(qty) and price.strip("0.")
+            ):
+                return None
+    except (TypeError, ValueError):  # not pairs: let the slow path say what is wrong
+        return None
+    return [(p, q) for p, q in raw]
+
+
 def _levels(raw: object, side: str) -> list[WireLevel]:
     if not isinstance(raw, list | tuple):
         raise EventRejected("wrong_type", f"{side} must be a list of [price, qty], got {type(raw).__name__}")
+    fast = _plain_levels(raw)
+    if fast is not None:
+        return fast
     levels: list[WireLevel] = []
     for level in raw:
         if not isinstance(level, list | tuple) or len(level) != 2:
@@ -117,8 +136,16 @@ class Normalizer:
     def __init__(self, exchange: str, symbols: list[str]) -> None:
         self.exchange = exchange
         self._default_symbol = symbols[0] if len(symbols) == 1 else None
+        self._valid_keys: set[tuple[str, str]] = set()
 
     def normalize(self, event: object, ts_recv: int) -> Event:
+        if type(event) is dict:  # the common case first
+            kind = event.get("type")
+            if kind == "trade":
+                return self.trade(event, ts_recv)
+            if kind == "depth":
+                return self.depth(event, ts_recv)
+            raise EventRejected("unknown_type", f"unknown event type {kind!r}")
         if isinstance(event, TradeTick):
             return Trade.from_contract(event)
         if isinstance(event, DepthUpdate):
@@ -133,10 +160,12 @@ class Normalizer:
         raise EventRejected("unknown_type", f"unknown event type {kind!r}")
 
     def _exchange_and_symbol(self, event: dict[str, Any]) -> tuple[str, str]:
-        exchange = event.get("exchange", self.exchange)
+        key = (event.get("exchange", self.exchange), event.get("symbol", self._default_symbol))
+        if key in self._valid_keys:  # the hot path: a pair already checked once
+            return key
+        exchange, symbol = key
         if not isinstance(exchange, str) or not _EXCHANGE.fullmatch(exchange):
             raise EventRejected("invalid_exchange", f"exchange {exchange!r} is not a lower-case id")
-        symbol = event.get("symbol", self._default_symbol)
         if symbol is None:
             raise EventRejected(
                 "missing_symbol", "symbol is required when the connector serves several symbols"
@@ -147,35 +176,36 @@ class Normalizer:
             check_token(symbol, "symbol")
         except InvalidSubjectToken as error:
             raise EventRejected("invalid_symbol", str(error)) from None
+        if len(self._valid_keys) < 10_000:  # bounded: a connector inventing symbols cannot grow it
+            self._valid_keys.add((exchange, symbol))
         return exchange, symbol
 
     def trade(self, event: dict[str, Any], ts_recv: int) -> Trade:
         exchange, symbol = self._exchange_and_symbol(event)
-        price = wire_decimal(_require(event, "price"), "price", positive=True)
-        qty = wire_decimal(_require(event, "qty"), "qty", positive=True)
-        side = _require(event, "side")
-        if side not in ("buy", "sell"):
+        try:
+            price, qty, side, maker, trade_id, stamp = (
+                event["price"],
+                event["qty"],
+                event["side"],
+                event["is_buyer_maker"],
+                event["id"],
+                event["timestamp"],
+            )
+        except KeyError as missing:
+            raise EventRejected("missing_field", f"missing field {missing.args[0]!r}") from None
+        price = wire_decimal(price, "price", positive=True)
+        qty = wire_decimal(qty, "qty", positive=True)
+        if side != "buy" and side != "sell":
             raise EventRejected("invalid_side", f"side must be 'buy' or 'sell', got {side!r}")
-        maker = _require(event, "is_buyer_maker")
         if type(maker) is not bool:
             raise EventRejected("wrong_type", f"is_buyer_maker must be a bool, got {maker!r}")
-        if (side == "buy") == maker:
+        if (side == "buy") is maker:
             raise EventRejected(
                 "side_contradiction", f"side={side!r} contradicts is_buyer_maker={maker} (maker buyer = sell)"
             )
-        trade_id = _int_field(event, "id")
-        assert trade_id is not None
-        return Trade(
-            exchange,
-            symbol,
-            trade_id,
-            price,
-            qty,
-            side,
-            maker,
-            timestamp_ns(_require(event, "timestamp")),
-            ts_recv,
-        )
+        if type(trade_id) is not int or trade_id < 0:
+            raise EventRejected("wrong_type", f"id must be a non-negative int, got {trade_id!r}")
+        return Trade(exchange, symbol, trade_id, price, qty, side, maker, timestamp_ns(stamp), ts_recv)
 
     def depth(self, event: dict[str, Any], ts_recv: int) -> Depth:
         exchange, symbol = self._exchange_and_symbol(event)

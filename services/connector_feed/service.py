@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from services.common.bus import Bus, BusConnectError
-from services.common.health import Condition, HealthService, age_s
+from services.common.health import Condition, HealthService, age_s, age_since_ns
 from services.common.lifecycle import FatalError, run_until_stopped
 from services.common.logging import get_logger
 from services.common.reconnect import Reconnector, ReconnectPolicy
@@ -23,7 +23,7 @@ def feed_health(stream: HFTConnectorStream, bus: Bus, stale_after_s: float) -> H
         return Condition(
             connected=stream.connected and bus.is_connected,
             gave_up=stream.gave_up,
-            last_data_age_s=age_s(stream.last_event_monotonic),
+            last_data_age_s=age_since_ns(stream.last_event_ns),
             stale_after_s=stale_after_s,
             last_drop_age_s=age_s(stream.queue.dropped.last_drop_monotonic),
         )

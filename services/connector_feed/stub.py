@@ -15,6 +15,8 @@ from services.connector_feed.settings import FeedSettings
 
 TICK_CENTS = 1  # prices move in cents
 DEPTH_LEVELS = 10
+#: Random-walk steps in ticks, indexed by two random bits: down, flat, up, flat.
+_STEPS = (-TICK_CENTS, 0, TICK_CENTS, 0)
 
 
 class _Lane:
@@ -107,7 +109,7 @@ class StubbedConnector(ConnectorWrapper):
     @staticmethod
     def _round_robin(lanes: list[_Lane], start: int) -> list[_Lane]:
         """Every symbol gets its turn first in rotation, so none starves at full speed."""
-        if not lanes:
+        if len(lanes) < 2:
             return lanes
         k = start % len(lanes)
         return lanes[k:] + lanes[:k]
@@ -127,16 +129,16 @@ class StubbedConnector(ConnectorWrapper):
         return None
 
     def _make_trade(self, lane: _Lane) -> dict[str, Any]:
-        rng = lane.trade_rng
-        lane.cents = max(TICK_CENTS, lane.cents + rng.choice((-TICK_CENTS, 0, TICK_CENTS)))
+        bits = lane.trade_rng.getrandbits(32)  # one draw: step, side and size
+        lane.cents = max(TICK_CENTS, lane.cents + _STEPS[bits & 3])
         lane.trade_id += 1
-        buyer_is_maker = rng.random() < 0.5
+        buyer_is_maker = bool(bits & 4)
         return {
             "type": "trade",
             "symbol": lane.symbol,
             "timestamp": time.time_ns(),
             "price": _cents_to_str(lane.cents),
-            "qty": f"0.{rng.randrange(1, 100_000):05d}",
+            "qty": f"0.{(bits >> 3) % 99_999 + 1:05d}",
             "side": "sell" if buyer_is_maker else "buy",
             "is_buyer_maker": buyer_is_maker,
             "id": lane.trade_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Sequence
 
 from schemas import DepthUpdate, Signal, TradeTick, subjects
@@ -19,13 +20,16 @@ from services.strategy_engine.strategy import Strategy
 log = get_logger("strategy_engine")
 
 MarketEvent = TradeTick | DepthUpdate
+_BATCH = 256
 
 
 class StrategyRunner:
     def __init__(self, strategy: Strategy, bus: Bus, queue_size: int) -> None:
         self.strategy = strategy
         self.bus = bus
-        self.queue: asyncio.Queue[MarketEvent] = asyncio.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self._items: deque[MarketEvent] = deque()
+        self._ready = asyncio.Event()
         self.queued = {"trade": 0, "depth": 0}
         self.processed = 0
         self.signals = 0
@@ -38,33 +42,45 @@ class StrategyRunner:
     def name(self) -> str:
         return self.strategy.name
 
+    @property
+    def queue_len(self) -> int:
+        return len(self._items)
+
     def offer(self, event: MarketEvent) -> None:
-        if self.queue.full():
-            self._count_out(self.queue.get_nowait())
+        items = self._items
+        if len(items) >= self.queue_size:
+            self._count_out(items.popleft())
             self.dropped += 1
             self.last_drop_monotonic = time.monotonic()
-        self.queue.put_nowait(event)
+        items.append(event)
         self.queued["trade" if type(event) is TradeTick else "depth"] += 1
+        self._ready.set()
 
     def _count_out(self, event: MarketEvent) -> None:
         self.queued["trade" if type(event) is TradeTick else "depth"] -= 1
 
     async def run(self) -> None:
-        strategy, queue = self.strategy, self.queue
+        strategy, items = self.strategy, self._items
         while True:
-            event = await queue.get()
-            self._count_out(event)
-            try:
-                signals: Sequence[Signal] = (
-                    strategy.on_trade(event) if type(event) is TradeTick else strategy.on_depth(event)  # type: ignore[arg-type]
-                )
-            except Exception as error:  # per-message boundary: isolate the strategy's bug
-                self._failed(error)
-                continue
-            finally:
-                self.processed += 1
-            for signal in signals:
-                await self.publish(signal)
+            if not items:
+                self._ready.clear()
+                await self._ready.wait()
+            # A bounded batch, then yield: the NATS callbacks must keep running.
+            for _ in range(min(len(items), _BATCH)):
+                event = items.popleft()
+                self._count_out(event)
+                try:
+                    signals: Sequence[Signal] = (
+                        strategy.on_trade(event) if type(event) is TradeTick else strategy.on_depth(event)  # type: ignore[arg-type]
+                    )
+                except Exception as error:  # per-message boundary: isolate the strategy's bug
+                    self._failed(error)
+                    continue
+                finally:
+                    self.processed += 1
+                for signal in signals:
+                    await self.publish(signal)
+            await asyncio.sleep(0)
 
     async def publish(self, signal: Signal) -> None:
         try:
@@ -94,6 +110,6 @@ class StrategyRunner:
             "signals": self.signals,
             "errors": self.errors,
             "dropped": self.dropped,
-            "queue_size": self.queue.qsize(),
+            "queue_size": len(self._items),
             "last_error": self.last_error,
         }

@@ -26,13 +26,18 @@ class StrategyEngine:
         except ValueError as error:
             raise FatalError(f"STRATEGIES: {error}") from None
         self.runners = [StrategyRunner(s, bus, settings.strategy_queue_size) for s in strategies]
-        self.subscriber = MarketDataSubscriber(bus, settings.symbols, self._on_event, self._on_event)
+        self.subscriber = MarketDataSubscriber(
+            bus, settings.symbols, self._on_event, self._on_event, pressure=self._under_pressure
+        )
         self.bus = bus
         self.stale_after_s = settings.health_stale_after_s
 
     def _on_event(self, event: TradeTick | DepthUpdate) -> None:
         for runner in self.runners:
             runner.offer(event)
+
+    def _under_pressure(self) -> bool:
+        return any(r.queue_len * 2 >= r.queue_size for r in self.runners)
 
     def condition(self) -> Condition:
         drops = [r.last_drop_monotonic for r in self.runners if r.last_drop_monotonic is not None]

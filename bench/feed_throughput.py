@@ -1,0 +1,161 @@
+"""Events/s through connector_feed in one process, beside the raw nats-py ceiling.
+
+Feed: the stub connector at full speed -> normalise -> bounded queue -> encode -> NATS publish,
+timed until every event is published and flushed to a real nats-server. Ceiling: raw nats-py
+publishing of exactly the same bytes (pre-serialised, same subjects). Runs alternate, medians.
+
+    python -m bench.feed_throughput --events 200000 --runs 5 --json bench/results/feed_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from bench._harness import console, machine, median, save, show
+from services.common.bus import Bus
+from services.common.natsserver import NatsServer
+from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.connector_feed.normalize import Normalizer
+from services.connector_feed.settings import FeedSettings
+from services.connector_feed.stream import HFTConnectorStream
+from services.connector_feed.stub import StubbedConnector
+
+SYMBOL = "BENCH"
+
+
+class CountedStub(StubbedConnector):
+    """The stub, unthrottled, stopping after ``limit`` events."""
+
+    def __init__(self, settings: FeedSettings, limit: int, depth: bool) -> None:
+        super().__init__(settings)
+        self.left = limit
+        self.depth = depth
+
+    async def subscribe_depth(self, symbol: str) -> None:
+        if self.depth:
+            await super().subscribe_depth(symbol)
+
+    async def next_event(self) -> dict[str, Any] | None:
+        if self.left <= 0:
+            return None
+        self.left -= 1
+        return await super().next_event()
+
+
+def _settings() -> FeedSettings:
+    return FeedSettings(
+        data_source="hft_connector",
+        symbols=SYMBOL,
+        stub_trades_per_s=0,
+        stub_depth_per_s=0,
+        stub_seed=42,
+        max_queue=100_000,
+    )
+
+
+async def feed_run(url: str, n: int, depth: bool) -> float:
+    bus = await Bus.connect(url, "bench-feed")
+    stream = HFTConnectorStream(
+        CountedStub(_settings(), n, depth), bus, [SYMBOL], Reconnector(ReconnectPolicy()), 100_000, 0.001
+    )
+    start = time.perf_counter()
+    task = asyncio.create_task(stream.run())
+    while sum(stream.published.values()) + stream.queue.dropped.trades + stream.queue.dropped.depth < n:
+        await asyncio.sleep(0.0005)
+    await bus.nc.flush()
+    elapsed = time.perf_counter() - start
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await bus.drain()
+    assert stream.queue.dropped.trades == stream.queue.dropped.depth == 0, "the feed dropped events"
+    return n / elapsed
+
+
+async def same_bytes(n: int, depth: bool) -> list[tuple[str, bytes]]:
+    """The exact messages the feed publishes for this stub stream."""
+    stub = CountedStub(_settings(), n, depth)
+    await stub.connect()
+    await stub.subscribe_trades(SYMBOL)
+    await stub.subscribe_depth(SYMBOL)
+    normalizer = Normalizer(stub.exchange, [SYMBOL])
+    out = []
+    while (raw := await stub.next_event()) is not None:
+        event = normalizer.normalize(raw, time.time_ns())
+        kind = "trades" if type(event).__name__ == "Trade" else "depth"
+        out.append((f"md.{SYMBOL}.{kind}", event.wire()))
+    return out
+
+
+async def raw_run(url: str, messages: list[tuple[str, bytes]]) -> float:
+    bus = await Bus.connect(url, "bench-raw")
+    publish = bus.nc.publish
+    start = time.perf_counter()
+    for i, (subject, payload) in enumerate(messages):
+        await publish(subject, payload)
+        if i % 64 == 0:
+            await asyncio.sleep(0)  # as fair to the loop as the feed's reader
+    await bus.nc.flush()
+    elapsed = time.perf_counter() - start
+    await bus.drain()
+    return len(messages) / elapsed
+
+
+async def main_async(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for mix in args.mix:
+        depth = mix == "mixed"
+        messages = await same_bytes(args.events, depth)
+        mean_size = sum(len(p) for _, p in messages) / len(messages)
+        feed, raw = [], []
+        for run in range(args.runs):
+            feed.append(await feed_run(url, args.events, depth))
+            raw.append(await raw_run(url, messages))
+            console.print(f"{mix} run {run + 1}/{args.runs}: feed {feed[-1]:,.0f}/s raw {raw[-1]:,.0f}/s")
+        ratios = [f / r for f, r in zip(feed, raw, strict=True)]
+        results[mix] = {
+            "events": args.events,
+            "mean_payload_bytes": round(mean_size, 1),
+            "feed_events_per_s": feed,
+            "raw_msgs_per_s": raw,
+            "ratio": ratios,
+            "median_feed": median(feed),
+            "median_raw": median(raw),
+            "median_ratio": median(ratios),
+        }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--mix",
+        nargs="+",
+        default=["trades", "mixed"],
+        choices=["trades", "mixed"],
+        help="trades only, or trades + top-10 depth snapshots 1:1",
+    )
+    parser.add_argument("--json", help="save the results here")
+    args = parser.parse_args()
+    info = machine()
+    with NatsServer() as server:
+        results = asyncio.run(main_async(args, server.url))
+    show(
+        "connector_feed throughput (one process, medians)",
+        ["mix", "payload B", "feed events/s", "raw nats-py msgs/s", "feed / raw"],
+        [
+            [mix, r["mean_payload_bytes"], r["median_feed"], r["median_raw"], f"{r['median_ratio']:.2f}"]
+            for mix, r in results.items()
+        ],
+    )
+    save(args.json, {"machine": info, "args": vars(args), "results": results})
+
+
+if __name__ == "__main__":
+    main()
