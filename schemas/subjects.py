@@ -52,6 +52,13 @@ def health(service: str) -> str:
     return f"health.{check_token(service, 'service')}"
 
 
+#: Destination templates (telemetry: span names and low-cardinality metric attributes).
+TRADES_TEMPLATE = "md.{symbol}.trades"
+DEPTH_TEMPLATE = "md.{symbol}.depth"
+SIGNALS_TEMPLATE = "signals.{strategy}.{symbol}"
+CONTEXT_SNAPSHOT_TEMPLATE = "context.{symbol}.snapshot"
+HEALTH_TEMPLATE = "health.{service}"
+
 #: Subscription patterns (wildcards are only ever used to subscribe).
 ALL_MARKET_DATA = "md.>"
 ALL_TRADES = "md.*.trades"
