@@ -37,27 +37,52 @@ def attributes(subject: str, template: str, operation: str, body_size: int, **ex
 
 def start_receive(tracer: trace.Tracer, template: str, start_ns: int, **extra: Any) -> Span:
     """The feed's receive -> normalise span of one sampled event (INTERNAL, a trace root)."""
-    return tracer.start_span(f"receive {template}", kind=SpanKind.INTERNAL, start_time=start_ns,
-                             attributes={"messaging.system": SYSTEM, **extra})
+    return tracer.start_span(
+        f"receive {template}",
+        kind=SpanKind.INTERNAL,
+        start_time=start_ns,
+        attributes={"messaging.system": SYSTEM, **extra},
+    )
 
 
-def producer(tracer: trace.Tracer, subject: str, template: str, body_size: int, parent: Context | None,
-             headers: dict[str, str], **extra: Any) -> Span:
+def producer(
+    tracer: trace.Tracer,
+    subject: str,
+    template: str,
+    body_size: int,
+    parent: Context | None,
+    headers: dict[str, str],
+    **extra: Any,
+) -> Span:
     """A PRODUCER span ``publish <template>``; its context is injected into ``headers``."""
-    span = tracer.start_span(f"publish {template}", context=parent, kind=SpanKind.PRODUCER,
-                             attributes=attributes(subject, template, "publish", body_size, **extra))
+    span = tracer.start_span(
+        f"publish {template}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes=attributes(subject, template, "publish", body_size, **extra),
+    )
     propagate.inject(headers, context=trace.set_span_in_context(span))
     return span
 
 
-def consumer(tracer: trace.Tracer, subject: str, template: str, body_size: int,
-             headers: Mapping[str, str] | None, **extra: Any) -> Span | None:
+def consumer(
+    tracer: trace.Tracer,
+    subject: str,
+    template: str,
+    body_size: int,
+    headers: Mapping[str, str] | None,
+    **extra: Any,
+) -> Span | None:
     """A CONSUMER span ``process <template>`` child of the producer, or None if not traced."""
     if not headers or TRACEPARENT not in headers:
         return None
     parent = propagate.extract(headers)
-    return tracer.start_span(f"process {template}", context=parent, kind=SpanKind.CONSUMER,
-                             attributes=attributes(subject, template, "process", body_size, **extra))
+    return tracer.start_span(
+        f"process {template}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes(subject, template, "process", body_size, **extra),
+    )
 
 
 def fail(span: Span, error: BaseException) -> None:
@@ -66,22 +91,33 @@ def fail(span: Span, error: BaseException) -> None:
 
 
 @contextmanager
-def server_span(tracer: trace.Tracer, name: str, subject: str, headers: Mapping[str, str] | None,
-                **extra: Any) -> Iterator[Span]:
+def server_span(
+    tracer: trace.Tracer, name: str, subject: str, headers: Mapping[str, str] | None, **extra: Any
+) -> Iterator[Span]:
     """SERVER side of a request/reply (health, context query); parented to the client if traced."""
     parent = propagate.extract(headers) if headers and TRACEPARENT in headers else None
-    with tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER,
-                                      attributes={"messaging.system": SYSTEM, "rpc.system": "nats",
-                                                  "messaging.destination.name": subject, **extra}) as span:
+    with tracer.start_as_current_span(
+        name,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={
+            "messaging.system": SYSTEM,
+            "rpc.system": "nats",
+            "messaging.destination.name": subject,
+            **extra,
+        },
+    ) as span:
         yield span
 
 
 @contextmanager
 def client_span(tracer: trace.Tracer, name: str, subject: str) -> Iterator[dict[str, str]]:
     """CLIENT side of a request/reply: yields the headers to send (with ``traceparent``)."""
-    with tracer.start_as_current_span(name, kind=SpanKind.CLIENT,
-                                      attributes={"messaging.system": SYSTEM, "rpc.system": "nats",
-                                                  "messaging.destination.name": subject}):
+    with tracer.start_as_current_span(
+        name,
+        kind=SpanKind.CLIENT,
+        attributes={"messaging.system": SYSTEM, "rpc.system": "nats", "messaging.destination.name": subject},
+    ):
         headers: dict[str, str] = {}
         propagate.inject(headers)
         yield headers

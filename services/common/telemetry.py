@@ -156,7 +156,9 @@ def setup_telemetry(service: str, settings: TelemetrySettings | None = None) -> 
     resource = _resource(service, settings)
     if settings.traces_enabled:
         off = settings.otel_traces_sampler.lower() in ("always_off", "parentbased_always_off")
-        provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF if off else SDK_ALWAYS_ON))
+        provider = TracerProvider(
+            resource=resource, sampler=ParentBased(ALWAYS_OFF if off else SDK_ALWAYS_ON)
+        )
         protocol = settings.otel_exporter_otlp_traces_protocol or settings.otel_exporter_otlp_protocol
         provider.add_span_processor(BatchSpanProcessor(_span_exporter(protocol)))
         telemetry.tracer_provider = provider
@@ -165,6 +167,10 @@ def setup_telemetry(service: str, settings: TelemetrySettings | None = None) -> 
         protocol = settings.otel_exporter_otlp_metrics_protocol or settings.otel_exporter_otlp_protocol
         reader = PeriodicExportingMetricReader(_metric_exporter(protocol))  # OTEL_METRIC_EXPORT_INTERVAL
         telemetry.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
-    log.info("telemetry_enabled", traces=settings.traces_enabled, metrics=settings.metrics_enabled,
-             md_sample_ratio=telemetry.ratio)
+    log.info(
+        "telemetry_enabled",
+        traces=settings.traces_enabled,
+        metrics=settings.metrics_enabled,
+        md_sample_ratio=telemetry.ratio,
+    )
     return telemetry
