@@ -3,6 +3,10 @@
 Shared by strategy_engine and context. NATS runs one subscription's callbacks one at a time, so
 the callback only decodes and hands the contract on (to a bounded queue or an O(1) update). A
 message that is not a valid contract is counted and logged (sampled), never fatal.
+
+Telemetry: a message that carries ``traceparent`` gets a CONSUMER span ``process md.{symbol}.*``
+(child of the feed's producer span), whose context is handed on with the event; processing time
+and publish -> consume lag are sampled into histograms, never recorded per tick.
 """
 
 from __future__ import annotations
@@ -10,16 +14,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.context import Context
 from pydantic import ValidationError
 
 from schemas import DepthUpdate, TradeTick, subjects
+from services.common import messaging
 from services.common.bus import Bus
+from services.common.instruments import LAG_SAMPLE_EVERY, messaging_attributes, observable_counter
 from services.common.logging import get_logger
 from services.common.rates import RollingCounter
+from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 
 log = get_logger(__name__)
+
+TradeHook = Callable[[TradeTick, Context | None], None]
+DepthHook = Callable[[DepthUpdate, Context | None], None]
 
 
 class MarketDataSubscriber:
@@ -27,9 +40,11 @@ class MarketDataSubscriber:
         self,
         bus: Bus,
         symbols: list[str],
-        on_trade: Callable[[TradeTick], None],
-        on_depth: Callable[[DepthUpdate], None],
+        on_trade: TradeHook,
+        on_depth: DepthHook,
         pressure: Callable[[], bool] | None = None,
+        telemetry: Telemetry | None = None,
+        service: str = "consumer",
     ) -> None:
         self.bus = bus
         self.symbols = symbols
@@ -38,11 +53,34 @@ class MarketDataSubscriber:
         # When downstream queues fill up, the callback yields to let their tasks catch up, so a
         # burst waits in NATS's pending buffer instead of being dropped downstream.
         self._pressure = pressure
+        self.service = service
         self.consumed = {"trade": 0, "depth": 0}
         self.invalid = 0
         self.last_message_monotonic: float | None = None
         self.trade_rate = RollingCounter()
         self.depth_rate = RollingCounter()
+        self.telemetry = telemetry or setup_telemetry(service, TelemetrySettings(otel_sdk_disabled=True))
+        self._tracer = self.telemetry.tracer()
+        meter = self.telemetry.meter()
+        self._process_duration = meter.create_histogram(
+            "messaging.process.duration", unit="s", description="decode and hand-off of one message (sampled)"
+        )
+        self._publish_to_consume = meter.create_histogram(
+            "md.lag.publish_to_consume", unit="s", description="feed publish -> this consumer (sampled)"
+        )
+        observable_counter(
+            meter,
+            "messaging.client.consumed.messages",
+            self._consumed_points,
+            "{message}",
+            "messages consumed",
+        )
+
+    def _consumed_points(self) -> list[tuple[float, dict[str, Any]]]:
+        return [
+            (self.consumed["trade"], messaging_attributes(subjects.TRADES_TEMPLATE, self.service)),
+            (self.consumed["depth"], messaging_attributes(subjects.DEPTH_TEMPLATE, self.service)),
+        ]
 
     async def start(self) -> None:
         for symbol in self.symbols:
@@ -51,6 +89,9 @@ class MarketDataSubscriber:
         await self.bus.nc.flush()
 
     async def _trade_msg(self, msg: Msg) -> None:
+        if msg.headers:
+            await self._instrumented(msg, "trade")
+            return
         try:
             tick = TradeTick.model_validate_json(msg.data)
         except ValidationError as error:
@@ -59,11 +100,14 @@ class MarketDataSubscriber:
         self.consumed["trade"] += 1
         self.last_message_monotonic = now = time.monotonic()
         self.trade_rate.add(1, now)
-        self._on_trade(tick)
+        self._on_trade(tick, None)
         if self._pressure is not None and self._pressure():
             await asyncio.sleep(0)
 
     async def _depth_msg(self, msg: Msg) -> None:
+        if msg.headers:
+            await self._instrumented(msg, "depth")
+            return
         try:
             update = DepthUpdate.model_validate_json(msg.data)
         except ValidationError as error:
@@ -72,9 +116,50 @@ class MarketDataSubscriber:
         self.consumed["depth"] += 1
         self.last_message_monotonic = now = time.monotonic()
         self.depth_rate.add(1, now)
-        self._on_depth(update)
+        self._on_depth(update, None)
         if self._pressure is not None and self._pressure():
             await asyncio.sleep(0)
+
+    async def _instrumented(self, msg: Msg, kind: str) -> None:
+        """The sampled path: a message with headers (a trace and/or a publish-time lag sample)."""
+        started = time.perf_counter()
+        received_ns = time.time_ns()
+        headers = msg.headers or {}
+        template = subjects.TRADES_TEMPLATE if kind == "trade" else subjects.DEPTH_TEMPLATE
+        symbol = subjects.symbol_of(msg.subject)
+        span = messaging.consumer(self._tracer, msg.subject, template, len(msg.data), headers, symbol=symbol)
+        try:
+            if kind == "trade":
+                tick = TradeTick.model_validate_json(msg.data)
+                event: TradeTick | DepthUpdate = tick
+            else:
+                event = DepthUpdate.model_validate_json(msg.data)
+        except ValidationError as error:
+            if span is not None:
+                messaging.fail(span, error)
+                span.end()
+            self._invalid(msg, error)
+            return
+        self.consumed[kind] += 1
+        self.last_message_monotonic = now = time.monotonic()
+        (self.trade_rate if kind == "trade" else self.depth_rate).add(1, now)
+        context = trace.set_span_in_context(span) if span is not None else None
+        if span is not None:
+            span.set_attribute("exchange", event.exchange)
+        if isinstance(event, TradeTick):
+            self._on_trade(event, context)
+        else:
+            self._on_depth(event, context)
+        if span is not None:
+            span.end()
+        attributes = {"type": kind, "exchange": event.exchange, "symbol": symbol, "service": self.service}
+        published = headers.get(messaging.PUBLISH_NS_HEADER)
+        if published is not None and published.isdigit():
+            self._publish_to_consume.record(max(received_ns - int(published), 0) / 1e9, attributes)
+        self._process_duration.record(
+            time.perf_counter() - started,
+            {**messaging_attributes(template, self.service), "messaging.operation.name": "process"},
+        )
 
     def _invalid(self, msg: Msg, error: ValidationError) -> None:
         self.invalid += 1
@@ -101,3 +186,6 @@ class MarketDataSubscriber:
                 "queue_size": queue_sizes[1],
             },
         }
+
+
+__all__ = ["LAG_SAMPLE_EVERY", "MarketDataSubscriber"]

@@ -17,9 +17,11 @@ import orjson
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
+from opentelemetry import trace
 
 from schemas import subjects
 from services import __version__
+from services.common import messaging
 from services.common.bus import Bus
 from services.common.logging import get_logger
 
@@ -92,6 +94,7 @@ class HealthService:
         condition: Callable[[], Condition],
         details: Callable[[], dict[str, Any]] = dict,
         stats_data: Callable[[], dict[str, Any]] = dict,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.name = name
         self.description = description
@@ -100,6 +103,7 @@ class HealthService:
         self._stats_data = stats_data
         self._started = time.monotonic()
         self._service: Service | None = None
+        self._tracer = tracer or trace.NoOpTracer()
 
     def report(self) -> dict[str, Any]:
         status, reasons = evaluate(self._condition())
@@ -140,4 +144,8 @@ class HealthService:
         return self._stats_data() if endpoint.name == "health" else {}
 
     async def _on_health(self, request: Request) -> None:
-        await request.respond(orjson.dumps(self.report()), headers={"Content-Type": "application/json"})
+        subject = subjects.health(self.name)
+        with messaging.server_span(self._tracer, f"health {self.name}", subject, request.headers) as span:
+            report = self.report()
+            span.set_attribute("health.status", report["status"])
+            await request.respond(orjson.dumps(report), headers={"Content-Type": "application/json"})

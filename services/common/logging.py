@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry import trace
 
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 _debug_enabled = False
@@ -20,6 +21,15 @@ _debug_enabled = False
 
 def _orjson_dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=str)
+
+
+def _trace_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """trace_id / span_id of the current span, when a line is written inside one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+        event_dict["span_id"] = format(context.span_id, "016x")
+    return event_dict
 
 
 def _seed_key_order(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
@@ -40,6 +50,7 @@ def configure_logging(level: str = "INFO", **context: Any) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
             structlog.processors.format_exc_info,
+            _trace_ids,
             _seed_key_order,
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
+from opentelemetry.context import Context
 
 from schemas import SCHEMA_VERSION, DepthUpdate, TradeTick
 from schemas.types import decimal_to_wire
@@ -28,6 +29,8 @@ class Trade:
     is_buyer_maker: bool
     ts_event: int
     ts_recv: int
+    #: Trace context of a sampled event (its receive span); None for the unsampled majority.
+    trace: Context | None = None
 
     def wire(self) -> bytes:
         return orjson.dumps(
@@ -75,6 +78,7 @@ class Depth:
     prev_last_update_id: int | None
     ts_event: int
     ts_recv: int
+    trace: Context | None = None
 
     def wire(self) -> bytes:
         return orjson.dumps(

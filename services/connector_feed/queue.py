@@ -25,14 +25,19 @@ class DropCounts:
     trades: int = 0
     depth: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    #: (type, exchange, symbol, reason) -> count, for the md.events.dropped metric.
+    by_key: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     last_drop_monotonic: float | None = None
 
-    def count(self, kind: str, reason: str, n: int = 1) -> None:
+    def count(self, event: Event, reason: str, n: int = 1) -> None:
+        kind = "trade" if type(event) is Trade else "depth"
         if kind == "trade":
             self.trades += n
         else:
             self.depth += n
         self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        key = (kind, event.exchange, event.symbol, reason)
+        self.by_key[key] = self.by_key.get(key, 0) + n
         self.last_drop_monotonic = time.monotonic()
 
 
@@ -47,6 +52,8 @@ class EventQueue:
         self.dropped = DropCounts()
         #: Symbols whose book the feed does not know: their deltas are dropped until a snapshot.
         self.awaiting_snapshot: set[str] = set()
+        #: Snapshots the queue published to repair dropped depth, per symbol (md.book.resyncs).
+        self.resyncs: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -60,22 +67,24 @@ class EventQueue:
         """Queue ``event`` (its depth must already be applied to the feed's book)."""
         if type(event) is Depth and event.symbol in self.awaiting_snapshot:
             if not event.is_snapshot:
-                self.dropped.count("depth", "awaiting_snapshot")
+                self.dropped.count(event, "awaiting_snapshot")
                 return
             self.awaiting_snapshot.discard(event.symbol)
         if len(self._items) >= self.maxsize:
             victim = self._items.popleft()
             if type(victim) is Trade:
-                self.dropped.count("trade", "queue_full")
-            elif self._resnapshot(victim.symbol) and type(event) is Depth and event.symbol == victim.symbol:
+                self.dropped.count(victim, "queue_full")
+            elif self._resnapshot(victim) and type(event) is Depth and event.symbol == victim.symbol:
                 return  # the snapshot just queued already holds this event's levels
         self._items.append(event)
         self._ready.set()
 
-    def _resnapshot(self, symbol: str) -> bool:
+    def _resnapshot(self, victim: Event) -> bool:
         """Drop the symbol's queued depth, queue a fresh snapshot in its place; True if queued."""
+        symbol = victim.symbol
         kept = deque(e for e in self._items if not (type(e) is Depth and e.symbol == symbol))
-        self.dropped.count("depth", "queue_full", 1 + len(self._items) - len(kept))
+        self.dropped.count(victim, "queue_full", 1 + len(self._items) - len(kept))
+        self.resyncs[symbol] = self.resyncs.get(symbol, 0) + 1
         self._items = kept
         snapshot = self._snapshot_source(symbol)
         if snapshot is None:

@@ -10,7 +10,9 @@ from services.common.health import Condition, HealthService, age_s, age_since_ns
 from services.common.lifecycle import FatalError, run_until_stopped
 from services.common.logging import get_logger
 from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.common.telemetry import Telemetry, setup_telemetry
 from services.connector_feed.factory import build_connector
+from services.connector_feed.metrics import register_feed_metrics
 from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
 
@@ -18,7 +20,9 @@ SERVICE = "connector_feed"
 log = get_logger(SERVICE)
 
 
-def feed_health(stream: HFTConnectorStream, bus: Bus, stale_after_s: float) -> HealthService:
+def feed_health(
+    stream: HFTConnectorStream, bus: Bus, stale_after_s: float, telemetry: Telemetry
+) -> HealthService:
     def condition() -> Condition:
         return Condition(
             connected=stream.connected and bus.is_connected,
@@ -43,14 +47,17 @@ def feed_health(stream: HFTConnectorStream, bus: Bus, stale_after_s: float) -> H
         condition,
         details,
         stream.metrics,
+        tracer=telemetry.tracer(),
     )
 
 
 async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
     connector, label = build_connector(settings)
+    telemetry = setup_telemetry(SERVICE)
     try:
         bus = await Bus.connect(settings.nats_url, SERVICE, settings.nats_connect_timeout_s)
     except BusConnectError as error:
+        telemetry.shutdown()
         raise FatalError(str(error)) from None
     stream = HFTConnectorStream(
         connector,
@@ -60,14 +67,17 @@ async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
         settings.max_queue,
         settings.connector_poll_interval_ms / 1000,
         connector_label=label,
+        telemetry=telemetry,
     )
-    health = feed_health(stream, bus, settings.health_stale_after_s)
+    register_feed_metrics(telemetry.meter(), stream)
+    health = feed_health(stream, bus, settings.health_stale_after_s, telemetry)
     await health.start(bus)
     log.info("service_started", data_source=settings.data_source, connector=label, symbols=settings.symbols)
     failure = await run_until_stopped(stop, asyncio.create_task(stream.run(), name="feed-stream"))
     await stream.close()
     await health.stop()
     await bus.drain()
+    telemetry.shutdown()
     log.info(
         "service_stopped",
         published=stream.published,

@@ -12,14 +12,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 from schemas import subjects
+from services.common import messaging
 from services.common.book import OrderBook
 from services.common.bus import Bus
 from services.common.logging import debug_enabled, get_logger
 from services.common.rates import RollingCounter
 from services.common.reconnect import Reconnector
+from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 from services.connector_feed.connector import ConnectorWrapper
 from services.connector_feed.events import Depth, Event, Trade
+from services.connector_feed.metrics import LAG_SAMPLE_EVERY, FeedLagHistograms
 from services.connector_feed.normalize import EventRejected, Normalizer
 from services.connector_feed.queue import EventQueue
 
@@ -45,6 +50,7 @@ class HFTConnectorStream:
         max_queue: int,
         poll_interval_s: float,
         connector_label: str = "hft",
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.connector = connector
         self.bus = bus
@@ -68,7 +74,20 @@ class HFTConnectorStream:
         self.trade_rate = RollingCounter(clock=time.time)
         self.depth_rate = RollingCounter(clock=time.time)
         self.publish_errors = 0
+        self.connection_errors = 0
         self._subjects: dict[tuple[str, str], str] = {}
+        # Metrics: plain integers per (type, exchange, symbol[, reason]), read by observable
+        # instruments; lag histograms get one sample in LAG_SAMPLE_EVERY events.
+        self.received_by_key: dict[tuple[str, str, str], int] = {}
+        self.published_by_key: dict[tuple[str, str, str], int] = {}
+        self.rejected_by_key: dict[tuple[str, str], int] = {}
+        self.telemetry = telemetry or setup_telemetry(
+            "connector_feed", TelemetrySettings(otel_sdk_disabled=True)
+        )
+        self._tracer = self.telemetry.tracer()
+        self.lags = FeedLagHistograms(self.telemetry.meter())
+        self._ingested = 0
+        self._sent = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -100,6 +119,7 @@ class HFTConnectorStream:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # connector supervisor boundary: classify as transient
+                self.connection_errors += 1
                 log.warning(
                     "connector_connection_error",
                     connector=self.label,
@@ -153,6 +173,7 @@ class HFTConnectorStream:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self.connection_errors += 1
                 log.warning("connector_connection_error", connector=self.label, error=repr(error))
                 break
             if event is None:
@@ -177,28 +198,60 @@ class HFTConnectorStream:
 
     def ingest(self, raw: object, ts_recv: int) -> Event | None:
         """Normalise one connector event, keep the book, queue it. Bad events are counted, not fatal."""
+        if self.telemetry.sample():  # decided before any tracer call: unsampled events cost nothing
+            return self._ingest_traced(raw, ts_recv)
         try:
             event = self.normalizer.normalize(raw, ts_recv)
         except EventRejected as error:
             self._reject(raw, error)
             return None
+        self._accept(event, ts_recv)
+        return event
+
+    def _ingest_traced(self, raw: object, ts_recv: int) -> Event | None:
+        span = messaging.start_receive(self._tracer, "connector " + self.label, ts_recv, connector=self.label)
+        try:
+            event = self.normalizer.normalize(raw, ts_recv)
+        except EventRejected as error:
+            messaging.fail(span, error)
+            span.end()
+            self._reject(raw, error)
+            return None
+        span.update_name(
+            f"receive {subjects.TRADES_TEMPLATE if type(event) is Trade else subjects.DEPTH_TEMPLATE}"
+        )
+        span.set_attributes({"exchange": event.exchange, "symbol": event.symbol})
+        event.trace = trace.set_span_in_context(span)
+        span.end()
+        self._accept(event, ts_recv)
+        return event
+
+    def _accept(self, event: Event, ts_recv: int) -> None:
         self.last_event_ns = ts_recv
         if type(event) is Trade:
+            kind = "trade"
             self.received["trade"] += 1
             self.trade_rate.add(1, ts_recv * 1e-9)
         else:
             assert isinstance(event, Depth)
+            kind = "depth"
             self.received["depth"] += 1
             self.depth_rate.add(1, ts_recv * 1e-9)
             self._apply_to_book(event)
+        key = (kind, event.exchange, event.symbol)
+        self.received_by_key[key] = self.received_by_key.get(key, 0) + 1
+        self._ingested += 1
+        if self._ingested % LAG_SAMPLE_EVERY == 0:
+            self.lags.exchange_to_receive(event, kind)
         self.queue.put(event)
         if debug_enabled():
             self._log_event(event)
-        return event
 
     def _reject(self, raw: object, error: EventRejected) -> None:
         self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
         kind = raw.get("type") if isinstance(raw, dict) else None
+        key = ("depth" if kind == "depth" else "trade", error.reason)
+        self.rejected_by_key[key] = self.rejected_by_key.get(key, 0) + 1
         name = "connector_depth_parse_error" if kind == "depth" else "connector_trade_parse_error"
         log.warning(
             name,
@@ -287,8 +340,15 @@ class HFTConnectorStream:
         publish = self.bus.publish
         for event in batch:
             kind = "trade" if type(event) is Trade else "depth"
+            subject = self._subject(kind, event.symbol)
+            payload = event.wire()
+            self._sent += 1
+            lag_sample = self._sent % LAG_SAMPLE_EVERY == 0
             try:
-                await publish(self._subject(kind, event.symbol), event.wire())
+                if event.trace is None and not lag_sample:
+                    await publish(subject, payload)  # the common case: no headers at all
+                else:
+                    await self._publish_with_headers(event, kind, subject, payload, lag_sample)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # per-message boundary: count, log, keep going
@@ -296,6 +356,39 @@ class HFTConnectorStream:
                 log.warning("publish_failed", kind=kind, symbol=event.symbol, error=repr(error))
                 continue
             self.published[kind] += 1
+            key = (kind, event.exchange, event.symbol)
+            self.published_by_key[key] = self.published_by_key.get(key, 0) + 1
+
+    async def _publish_with_headers(
+        self, event: Event, kind: str, subject: str, payload: bytes, lag_sample: bool
+    ) -> None:
+        """A traced message (PRODUCER span + traceparent) and/or a lag sample (publish time)."""
+        headers: dict[str, str] = {}
+        now = time.time_ns()
+        if lag_sample:
+            headers[messaging.PUBLISH_NS_HEADER] = str(now)
+            self.lags.receive_to_publish(event, kind, now)
+        if event.trace is None:
+            await self.bus.publish(subject, payload, headers)
+            return
+        template = subjects.TRADES_TEMPLATE if kind == "trade" else subjects.DEPTH_TEMPLATE
+        span = messaging.producer(
+            self._tracer,
+            subject,
+            template,
+            len(payload),
+            event.trace,
+            headers,
+            exchange=event.exchange,
+            symbol=event.symbol,
+        )
+        try:
+            await self.bus.publish(subject, payload, headers)
+        except Exception as error:
+            messaging.fail(span, error)
+            raise
+        finally:
+            span.end()
 
     def _subject(self, kind: str, symbol: str) -> str:
         key = (kind, symbol)

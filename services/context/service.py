@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 from nats.micro.request import Request
+from opentelemetry.context import Context
 
 from schemas import DepthUpdate, TradeTick, subjects
+from services.common import messaging
 from services.common.bus import Bus, BusConnectError
 from services.common.consumer import MarketDataSubscriber
 from services.common.health import Condition, ExtraEndpoint, HealthService, age_s
+from services.common.instruments import observable_counter
 from services.common.lifecycle import FatalError
 from services.common.logging import get_logger
+from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 from services.context.settings import ContextSettings
 from services.context.state import SymbolContext
 
@@ -22,34 +27,63 @@ log = get_logger(SERVICE)
 
 
 class ContextService:
-    def __init__(self, bus: Bus, settings: ContextSettings) -> None:
+    def __init__(self, bus: Bus, settings: ContextSettings, telemetry: Telemetry | None = None) -> None:
         self.bus = bus
         self.contexts = {
             s: SymbolContext(s, settings.context_history_trades, settings.context_vwap_window_s)
             for s in settings.symbols
         }
-        self.subscriber = MarketDataSubscriber(bus, settings.symbols, self._on_trade, self._on_depth)
+        self.telemetry = telemetry or setup_telemetry(SERVICE, TelemetrySettings(otel_sdk_disabled=True))
+        self.subscriber = MarketDataSubscriber(
+            bus, settings.symbols, self._on_trade, self._on_depth, telemetry=self.telemetry, service=SERVICE
+        )
         self.stale_after_s = settings.health_stale_after_s
         self.queries = 0
         self.unknown_queries = 0
+        self._tracer = self.telemetry.tracer()
+        meter = self.telemetry.meter()
+        self._query_duration = meter.create_histogram(
+            "context.query.duration", unit="s", description="context.<SYMBOL>.snapshot request handling"
+        )
+        observable_counter(
+            meter,
+            "md.book.gaps",
+            lambda: [(c.book_gaps, {"service": SERVICE, "symbol": s}) for s, c in self.contexts.items()],
+            "{gap}",
+            "depth update-id gaps detected (the book waits for the next snapshot)",
+        )
 
-    def _on_trade(self, tick: TradeTick) -> None:
+    def _on_trade(self, tick: TradeTick, _: Context | None) -> None:
         self.contexts[tick.symbol].on_trade(tick)
 
-    def _on_depth(self, update: DepthUpdate) -> None:
+    def _on_depth(self, update: DepthUpdate, _: Context | None) -> None:
         self.contexts[update.symbol].on_depth(update)
 
     async def on_snapshot_request(self, request: Request) -> None:
+        started = time.perf_counter()
         self.queries += 1
         symbol = subjects.symbol_of(request.subject)
-        context = self.contexts.get(symbol)
-        if context is None:
-            self.unknown_queries += 1
-            message = f"unknown symbol {symbol!r}: this context service keeps {sorted(self.contexts)}"
-            body = orjson.dumps({"error": message, "code": 404, "known_symbols": sorted(self.contexts)})
-            await request.respond_error("404", message, data=body)
-            return
-        await request.respond(context.snapshot().to_json(), headers={"Content-Type": "application/json"})
+        with messaging.server_span(
+            self._tracer,
+            f"query {subjects.CONTEXT_SNAPSHOT_TEMPLATE}",
+            request.subject,
+            request.headers,
+            symbol=symbol,
+        ) as span:
+            context = self.contexts.get(symbol)
+            if context is None:
+                self.unknown_queries += 1
+                message = f"unknown symbol {symbol!r}: this context service keeps {sorted(self.contexts)}"
+                body = orjson.dumps({"error": message, "code": 404, "known_symbols": sorted(self.contexts)})
+                span.set_attribute("error.type", "unknown_symbol")
+                await request.respond_error("404", message, data=body)
+                outcome = "unknown_symbol"
+            else:
+                await request.respond(
+                    context.snapshot().to_json(), headers={"Content-Type": "application/json"}
+                )
+                outcome = "ok"
+        self._query_duration.record(time.perf_counter() - started, {"outcome": outcome})
 
     def condition(self) -> Condition:
         return Condition(
@@ -72,17 +106,20 @@ class ContextService:
 
 
 async def run_context(settings: ContextSettings, stop: asyncio.Event) -> int:
+    telemetry = setup_telemetry(SERVICE)
     try:
         bus = await Bus.connect(settings.nats_url, SERVICE, settings.nats_connect_timeout_s)
     except BusConnectError as error:
+        telemetry.shutdown()
         raise FatalError(str(error)) from None
-    service = ContextService(bus, settings)
+    service = ContextService(bus, settings, telemetry)
     health = HealthService(
         SERVICE,
         "Rolling market context per symbol, on context.<SYMBOL>.snapshot",
         service.condition,
         service.details,
         service.subscriber.metrics,
+        tracer=telemetry.tracer(),
     )
     await service.subscriber.start()
     await health.start(
@@ -92,5 +129,6 @@ async def run_context(settings: ContextSettings, stop: asyncio.Event) -> int:
     await stop.wait()
     await health.stop()
     await bus.drain()
+    telemetry.shutdown()
     log.info("service_stopped", **service.details())
     return 0

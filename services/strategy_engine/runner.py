@@ -2,7 +2,8 @@
 
 The NATS callback only ``offer``s events (O(1)); when the queue is full the oldest event is dropped
 and counted. An exception in the strategy is counted and logged (sampled) and the next event is
-processed: one faulty strategy never takes the engine down.
+processed: one faulty strategy never takes the engine down. A signal caused by a traced event is
+published with a PRODUCER span ``publish signals.{strategy}.{symbol}`` in the event's trace.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+
 from schemas import DepthUpdate, Signal, TradeTick, subjects
+from services.common import messaging
 from services.common.bus import Bus
 from services.common.logging import get_logger
 from services.strategy_engine.strategy import Strategy
@@ -24,15 +29,19 @@ _BATCH = 256
 
 
 class StrategyRunner:
-    def __init__(self, strategy: Strategy, bus: Bus, queue_size: int) -> None:
+    def __init__(
+        self, strategy: Strategy, bus: Bus, queue_size: int, tracer: trace.Tracer | None = None
+    ) -> None:
         self.strategy = strategy
         self.bus = bus
         self.queue_size = queue_size
-        self._items: deque[MarketEvent] = deque()
+        self.tracer = tracer or trace.NoOpTracer()
+        self._items: deque[tuple[MarketEvent, Context | None]] = deque()
         self._ready = asyncio.Event()
         self.queued = {"trade": 0, "depth": 0}
         self.processed = 0
         self.signals = 0
+        self.signals_by_symbol: dict[str, int] = {}
         self.errors = 0
         self.dropped = 0
         self.last_drop_monotonic: float | None = None
@@ -46,13 +55,13 @@ class StrategyRunner:
     def queue_len(self) -> int:
         return len(self._items)
 
-    def offer(self, event: MarketEvent) -> None:
+    def offer(self, event: MarketEvent, context: Context | None = None) -> None:
         items = self._items
         if len(items) >= self.queue_size:
-            self._count_out(items.popleft())
+            self._count_out(items.popleft()[0])
             self.dropped += 1
             self.last_drop_monotonic = time.monotonic()
-        items.append(event)
+        items.append((event, context))
         self.queued["trade" if type(event) is TradeTick else "depth"] += 1
         self._ready.set()
 
@@ -67,7 +76,7 @@ class StrategyRunner:
                 await self._ready.wait()
             # A bounded batch, then yield: the NATS callbacks must keep running.
             for _ in range(min(len(items), _BATCH)):
-                event = items.popleft()
+                event, context = items.popleft()
                 self._count_out(event)
                 try:
                     signals: Sequence[Signal] = (
@@ -79,16 +88,42 @@ class StrategyRunner:
                 finally:
                     self.processed += 1
                 for signal in signals:
-                    await self.publish(signal)
+                    await self.publish(signal, context)
             await asyncio.sleep(0)
 
-    async def publish(self, signal: Signal) -> None:
+    async def publish(self, signal: Signal, context: Context | None = None) -> None:
+        subject = subjects.signals(signal.strategy, signal.symbol)
+        payload = signal.to_json()
         try:
-            await self.bus.publish(subjects.signals(signal.strategy, signal.symbol), signal.to_json())
+            if context is None:
+                await self.bus.publish(subject, payload)
+            else:
+                headers: dict[str, str] = {}
+                span = messaging.producer(
+                    self.tracer,
+                    subject,
+                    subjects.SIGNALS_TEMPLATE,
+                    len(payload),
+                    context,
+                    headers,
+                    symbol=signal.symbol,
+                    strategy=signal.strategy,
+                )
+                try:
+                    await self.bus.publish(subject, payload, headers)
+                    with trace.use_span(span):  # the log line below carries this span's ids
+                        self._published(signal)
+                finally:
+                    span.end()
+                return
         except Exception as error:
             self._failed(error)
             return
+        self._published(signal)
+
+    def _published(self, signal: Signal) -> None:
         self.signals += 1
+        self.signals_by_symbol[signal.symbol] = self.signals_by_symbol.get(signal.symbol, 0) + 1
         log.info(
             "signal",
             strategy=signal.strategy,

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from opentelemetry.context import Context
+
 from schemas import DepthUpdate, TradeTick
 from services.common.bus import Bus, BusConnectError
 from services.common.consumer import MarketDataSubscriber
 from services.common.health import Condition, HealthService, age_s
+from services.common.instruments import observable_counter, observable_gauge
 from services.common.lifecycle import FatalError, run_until_stopped
 from services.common.logging import get_logger
+from services.common.telemetry import Telemetry, setup_telemetry
 from services.strategy_engine.runner import StrategyRunner
 from services.strategy_engine.settings import StrategySettings
 from services.strategy_engine.strategy import load_strategies
@@ -20,24 +24,70 @@ log = get_logger(SERVICE)
 
 
 class StrategyEngine:
-    def __init__(self, bus: Bus, settings: StrategySettings) -> None:
+    def __init__(self, bus: Bus, settings: StrategySettings, telemetry: Telemetry) -> None:
         try:
             strategies = load_strategies(settings.strategies, settings)
         except ValueError as error:
             raise FatalError(f"STRATEGIES: {error}") from None
-        self.runners = [StrategyRunner(s, bus, settings.strategy_queue_size) for s in strategies]
+        tracer = telemetry.tracer()
+        self.runners = [StrategyRunner(s, bus, settings.strategy_queue_size, tracer) for s in strategies]
         self.subscriber = MarketDataSubscriber(
-            bus, settings.symbols, self._on_event, self._on_event, pressure=self._under_pressure
+            bus,
+            settings.symbols,
+            self._on_event,
+            self._on_event,
+            pressure=self._under_pressure,
+            telemetry=telemetry,
+            service=SERVICE,
         )
         self.bus = bus
         self.stale_after_s = settings.health_stale_after_s
+        self._register_metrics(telemetry)
 
-    def _on_event(self, event: TradeTick | DepthUpdate) -> None:
+    def _on_event(self, event: TradeTick | DepthUpdate, context: Context | None) -> None:
         for runner in self.runners:
-            runner.offer(event)
+            runner.offer(event, context)
 
     def _under_pressure(self) -> bool:
         return any(r.queue_len * 2 >= r.queue_size for r in self.runners)
+
+    def _register_metrics(self, telemetry: Telemetry) -> None:
+        meter = telemetry.meter()
+        observable_counter(
+            meter,
+            "strategy.signals",
+            lambda: [
+                (n, {"strategy": r.name, "symbol": s})
+                for r in self.runners
+                for s, n in r.signals_by_symbol.items()
+            ],
+            "{signal}",
+            "signals published",
+        )
+        observable_counter(
+            meter,
+            "strategy.errors",
+            lambda: [(r.errors, {"strategy": r.name}) for r in self.runners],
+            "{error}",
+            "exceptions raised by strategies",
+        )
+        observable_gauge(
+            meter,
+            "md.queue.size",
+            lambda: [(r.queue_len, {"service": SERVICE, "strategy": r.name}) for r in self.runners],
+            "{event}",
+            "events waiting for each strategy",
+        )
+        observable_counter(
+            meter,
+            "md.events.dropped",
+            lambda: [
+                (r.dropped, {"service": SERVICE, "strategy": r.name, "reason": "queue_full"})
+                for r in self.runners
+            ],
+            "{event}",
+            "events a strategy queue dropped",
+        )
 
     def condition(self) -> Condition:
         drops = [r.last_drop_monotonic for r in self.runners if r.last_drop_monotonic is not None]
@@ -62,14 +112,17 @@ class StrategyEngine:
 
 
 async def run_engine(settings: StrategySettings, stop: asyncio.Event) -> int:
+    telemetry = setup_telemetry(SERVICE)
     try:
         bus = await Bus.connect(settings.nats_url, SERVICE, settings.nats_connect_timeout_s)
     except BusConnectError as error:
+        telemetry.shutdown()
         raise FatalError(str(error)) from None
     try:
-        engine = StrategyEngine(bus, settings)
+        engine = StrategyEngine(bus, settings, telemetry)
     except FatalError:
         await bus.drain()
+        telemetry.shutdown()
         raise
     health = HealthService(
         SERVICE,
@@ -77,6 +130,7 @@ async def run_engine(settings: StrategySettings, stop: asyncio.Event) -> int:
         engine.condition,
         engine.details,
         engine.metrics,
+        tracer=telemetry.tracer(),
     )
     tasks = [asyncio.create_task(r.run(), name=f"strategy-{r.name}") for r in engine.runners]
     await engine.subscriber.start()
@@ -85,6 +139,7 @@ async def run_engine(settings: StrategySettings, stop: asyncio.Event) -> int:
     failure = await run_until_stopped(stop, *tasks)
     await health.stop()
     await bus.drain()
+    telemetry.shutdown()
     log.info("service_stopped", **engine.details())
     if failure is not None:
         raise FatalError(str(failure)) from failure
