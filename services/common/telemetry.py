@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -55,6 +56,10 @@ class TelemetrySettings(BaseSettings):
     otel_traces_sampler_arg: float | None = Field(
         default=None, ge=0, le=1, validation_alias=AliasChoices("otel_traces_sampler_arg")
     )
+    #: Our own guard (not an OTel variable): at most this many market-data traces per second per
+    #: process, however fast the data, so a burst cannot turn tracing into the bottleneck
+    #: (a traced message costs ~100 µs of span work and OTLP encoding in-process). 0 = no cap.
+    md_trace_max_per_s: float = Field(default=100.0, ge=0)
 
     @property
     def traces_enabled(self) -> bool:
@@ -89,6 +94,9 @@ class Telemetry:
     meter_provider: MeterProvider | None = None
     ratio: float = 0.0
     _rng: random.Random = field(default_factory=random.Random)
+    _next_allowed_ns: int = 0
+    #: Sampled messages left untraced because the per-second budget was spent.
+    budget_skips: int = 0
 
     @property
     def tracing(self) -> bool:
@@ -97,6 +105,28 @@ class Telemetry:
     def sample(self) -> bool:
         """Head sampling for one market-data message, decided before any tracer call."""
         return self.tracer_provider is not None and self._rng.random() < self.ratio
+
+    def gap(self) -> int:
+        """Messages until the next sampled one (geometric, mean 1/ratio); 0 = never sample.
+
+        A hot loop counts this down instead of drawing a random number per message.
+        """
+        if self.tracer_provider is None or self.ratio <= 0:
+            return 0
+        if self.ratio >= 1:
+            return 1
+        return int(math.log(1.0 - self._rng.random()) / math.log(1.0 - self.ratio)) + 1
+
+    def within_budget(self, now_ns: int) -> bool:
+        """MD_TRACE_MAX_PER_S: spaces traced messages at least 1/max seconds apart."""
+        cap = self.settings.md_trace_max_per_s
+        if cap <= 0:
+            return True
+        if now_ns < self._next_allowed_ns:
+            self.budget_skips += 1
+            return False
+        self._next_allowed_ns = now_ns + int(1e9 / cap)
+        return True
 
     def tracer(self) -> trace.Tracer:
         if self.tracer_provider is None:
@@ -127,24 +157,36 @@ def _resource(service: str, settings: TelemetrySettings) -> Resource:
     return Resource.create(attributes)  # merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME
 
 
-def _span_exporter(protocol: Protocol) -> Any:
+def _endpoint(settings: TelemetrySettings, signal: str, protocol: Protocol) -> str:
+    """The spec's rules: a per-signal endpoint is used verbatim; the base endpoint gets
+    ``/v1/<signal>`` appended for OTLP/HTTP and is used as is (scheme://host:port) for gRPC."""
+    specific = getattr(settings, f"otel_exporter_otlp_{signal}_endpoint")
+    if specific:
+        return str(specific)
+    base = str(settings.otel_exporter_otlp_endpoint)
+    return base if protocol == "grpc" else f"{base.rstrip('/')}/v1/{signal}"
+
+
+def _span_exporter(settings: TelemetrySettings, protocol: Protocol) -> Any:
+    endpoint = _endpoint(settings, "traces", protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
 
-        return GrpcSpans()
+        return GrpcSpans(endpoint=endpoint, insecure=endpoint.startswith("http://"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
-    return HttpSpans()
+    return HttpSpans(endpoint=endpoint)
 
 
-def _metric_exporter(protocol: Protocol) -> Any:
+def _metric_exporter(settings: TelemetrySettings, protocol: Protocol) -> Any:
+    endpoint = _endpoint(settings, "metrics", protocol)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
 
-        return GrpcMetrics()
+        return GrpcMetrics(endpoint=endpoint, insecure=endpoint.startswith("http://"))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
 
-    return HttpMetrics()
+    return HttpMetrics(endpoint=endpoint)
 
 
 def setup_telemetry(service: str, settings: TelemetrySettings | None = None) -> Telemetry:
@@ -160,12 +202,14 @@ def setup_telemetry(service: str, settings: TelemetrySettings | None = None) -> 
             resource=resource, sampler=ParentBased(ALWAYS_OFF if off else SDK_ALWAYS_ON)
         )
         protocol = settings.otel_exporter_otlp_traces_protocol or settings.otel_exporter_otlp_protocol
-        provider.add_span_processor(BatchSpanProcessor(_span_exporter(protocol)))
+        provider.add_span_processor(BatchSpanProcessor(_span_exporter(settings, protocol)))
         telemetry.tracer_provider = provider
         telemetry.ratio = settings.md_sample_ratio
     if settings.metrics_enabled:
         protocol = settings.otel_exporter_otlp_metrics_protocol or settings.otel_exporter_otlp_protocol
-        reader = PeriodicExportingMetricReader(_metric_exporter(protocol))  # OTEL_METRIC_EXPORT_INTERVAL
+        reader = PeriodicExportingMetricReader(
+            _metric_exporter(settings, protocol)
+        )  # OTEL_METRIC_EXPORT_INTERVAL
         telemetry.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
     log.info(
         "telemetry_enabled",

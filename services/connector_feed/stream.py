@@ -87,6 +87,7 @@ class HFTConnectorStream:
         self._tracer = self.telemetry.tracer()
         self.lags = FeedLagHistograms(self.telemetry.meter())
         self._ingested = 0
+        self._trace_countdown = self.telemetry.gap()  # 0: tracing off (counts below zero, never hits 0)
         self._sent = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -198,8 +199,13 @@ class HFTConnectorStream:
 
     def ingest(self, raw: object, ts_recv: int) -> Event | None:
         """Normalise one connector event, keep the book, queue it. Bad events are counted, not fatal."""
-        if self.telemetry.sample():  # decided before any tracer call: unsampled events cost nothing
-            return self._ingest_traced(raw, ts_recv)
+        countdown = self._trace_countdown - 1  # sampling decided before any tracer call
+        if countdown == 0:
+            self._trace_countdown = self.telemetry.gap()
+            if self.telemetry.within_budget(ts_recv):
+                return self._ingest_traced(raw, ts_recv)
+            countdown = self._trace_countdown
+        self._trace_countdown = countdown
         try:
             event = self.normalizer.normalize(raw, ts_recv)
         except EventRejected as error:
@@ -209,18 +215,24 @@ class HFTConnectorStream:
         return event
 
     def _ingest_traced(self, raw: object, ts_recv: int) -> Event | None:
-        span = messaging.start_receive(self._tracer, "connector " + self.label, ts_recv, connector=self.label)
+        """A sampled event: its receive -> normalise span (from ts_recv to now) roots its trace."""
         try:
             event = self.normalizer.normalize(raw, ts_recv)
         except EventRejected as error:
+            span = messaging.start_receive(self._tracer, self.label, ts_recv, connector=self.label)
             messaging.fail(span, error)
             span.end()
             self._reject(raw, error)
             return None
-        span.update_name(
-            f"receive {subjects.TRADES_TEMPLATE if type(event) is Trade else subjects.DEPTH_TEMPLATE}"
+        template = subjects.TRADES_TEMPLATE if type(event) is Trade else subjects.DEPTH_TEMPLATE
+        span = messaging.start_receive(
+            self._tracer,
+            template,
+            ts_recv,
+            connector=self.label,
+            exchange=event.exchange,
+            symbol=event.symbol,
         )
-        span.set_attributes({"exchange": event.exchange, "symbol": event.symbol})
         event.trace = trace.set_span_in_context(span)
         span.end()
         self._accept(event, ts_recv)
