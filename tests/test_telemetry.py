@@ -45,7 +45,7 @@ def _env(nats_url: str, symbol: str, **extra: str) -> dict[str, str]:
             "STUB_DEPTH_PER_S": "10",
             "STUB_SEED": "5",
             "VWAP_MIN_TRADES": "2",
-            "VWAP_THRESHOLD_BPS": "0.05",
+            "VWAP_THRESHOLD_BPS": "0.001",  # one 0.01 tick on 50000 is 0.002 bps
             "PYTHONPATH": str(ROOT),
             "OTEL_METRIC_EXPORT_INTERVAL": "300",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
@@ -329,3 +329,39 @@ def test_sigterm_flushes_what_is_buffered(nats_url: str, unique: str) -> None:
 
     assert any(s["name"] == "publish md.{symbol}.trades" for s in spans), "spans not flushed on SIGTERM"
     assert any(p["name"] == "md.events.published" for p in points), "metrics not flushed on SIGTERM"
+
+
+def test_cli_requests_are_client_spans_parenting_the_servers(nats_url: str, unique: str) -> None:
+    with OTLPReceiver() as receiver:
+        env = _env(
+            nats_url, unique, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_TRACES_SAMPLER_ARG="0"
+        )
+        with services(env, ("connector_feed", "context")):
+            time.sleep(1.0)
+            health = subprocess.run(
+                [sys.executable, "-m", "services.cli", "health", "context", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            snapshot = subprocess.run(
+                [sys.executable, "-m", "services.cli", "snapshot", unique],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            receiver.wait_for(lambda r: len([s for s in r.snapshot()[0] if s["kind"] == "SERVER"]) >= 2)
+        spans, _ = receiver.snapshot()
+
+    assert health.returncode == 0, health.stderr
+    assert '"context"' in health.stdout  # JSON on stdout, nothing else
+    assert snapshot.returncode == 0 and f'"symbol":"{unique}"' in snapshot.stdout
+    clients = {s["name"]: s for s in spans if s["kind"] == "CLIENT" and s["service"] == "hftfeed_cli"}
+    servers = {s["name"]: s for s in spans if s["kind"] == "SERVER"}
+    for name in ("health context", "query context.{symbol}.snapshot"):
+        assert servers[name]["parent_span_id"] == clients[name]["span_id"]
+        assert servers[name]["trace_id"] == clients[name]["trace_id"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from services.common.logging import configure_logging
 from services.common.settings import CommonSettings, SettingsError, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
@@ -18,6 +20,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable JSON in
 @app.callback()
 def _root() -> None:
     """HFT connector feed: normalised market data on NATS."""
+    # The CLI's own log lines (if any) go to stderr: stdout is for tables and --json output.
+    # Service commands reconfigure logging to stdout when they start.
+    configure_logging("WARNING", stream=sys.stderr)
 
 
 def _common_settings() -> CommonSettings:
@@ -84,6 +89,17 @@ def health(
         typer.echo(f"unknown service {service!r}: choose from {', '.join(SERVICES)}", err=True)
         raise typer.Exit(2)
     raise typer.Exit(asyncio.run(health_command(_common_settings().nats_url, names, as_json, timeout_s)))
+
+
+@app.command("snapshot")
+def snapshot(
+    symbol: Annotated[str, typer.Argument(help="a symbol the context service keeps (SYMBOLS)")],
+    timeout_s: Annotated[float, typer.Option("--timeout", help="seconds to wait for the reply")] = 2.0,
+) -> None:
+    """Ask the context service for SYMBOL's rolling context (JSON); exits 1 on an error reply."""
+    from services.cli.client import snapshot_command
+
+    raise typer.Exit(asyncio.run(snapshot_command(_common_settings().nats_url, symbol, timeout_s)))
 
 
 @app.command("sub")

@@ -13,13 +13,17 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from opentelemetry import trace
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from schemas import subjects
+from services.common import messaging
+from services.common.telemetry import Telemetry, setup_telemetry
 
 SERVICES = ["connector_feed", "strategy_engine", "context"]
+CLI_SERVICE = "hftfeed_cli"
 _STATUS_STYLE = {"ok": "green", "degraded": "yellow", "down": "red", "no reply": "red"}
 
 
@@ -32,22 +36,34 @@ async def connect(url: str, timeout_s: float = 3.0) -> Client:
         raise SystemExit(f"cannot connect to NATS at {url}: {error!r}") from None
 
 
-async def ask_health(nc: Client, service: str, timeout_s: float) -> dict[str, Any]:
-    """The service's health reply, or a synthetic ``no reply`` record."""
-    try:
-        reply = await nc.request(subjects.health(service), b"", timeout=timeout_s)
-        body: dict[str, Any] = orjson.loads(reply.data)
-        return body
-    except (TimeoutError, NatsError, orjson.JSONDecodeError) as error:
-        return {"service": service, "status": "no reply", "reasons": [type(error).__name__]}
+async def ask_health(
+    nc: Client, service: str, timeout_s: float, tracer: trace.Tracer | None = None
+) -> dict[str, Any]:
+    """The service's health reply, or a synthetic ``no reply`` record (a CLIENT span if traced)."""
+    subject = subjects.health(service)
+    with messaging.client_span(tracer or trace.NoOpTracer(), f"health {service}", subject) as headers:
+        try:
+            reply = await nc.request(subject, b"", timeout=timeout_s, headers=headers or None)
+            body: dict[str, Any] = orjson.loads(reply.data)
+            return body
+        except (TimeoutError, NatsError, orjson.JSONDecodeError) as error:
+            return {"service": service, "status": "no reply", "reasons": [type(error).__name__]}
+
+
+def cli_telemetry() -> Telemetry:
+    """Telemetry for the CLI's own requests (only when an OTLP endpoint is configured)."""
+    return setup_telemetry(CLI_SERVICE)
 
 
 async def health_command(url: str, services: list[str], as_json: bool, timeout_s: float) -> int:
     nc = await connect(url)
+    telemetry = cli_telemetry()
     try:
-        replies = await asyncio.gather(*(ask_health(nc, s, timeout_s) for s in services))
+        tracer = telemetry.tracer()
+        replies = await asyncio.gather(*(ask_health(nc, s, timeout_s, tracer) for s in services))
     finally:
         await nc.close()
+        telemetry.shutdown()
     if as_json:
         sys.stdout.write(orjson.dumps({r["service"]: r for r in replies}).decode() + "\n")
     else:
@@ -83,6 +99,28 @@ def _details(reply: dict[str, Any]) -> str:
     if "consumed" in reply:
         parts.append(f"consumed={reply['consumed']}")
     return "\n".join(parts) or "-"
+
+
+async def snapshot_command(url: str, symbol: str, timeout_s: float) -> int:
+    """``hftfeed snapshot SYMBOL``: the context service's ContextSnapshot as JSON (CLIENT span)."""
+    nc = await connect(url)
+    telemetry = cli_telemetry()
+    subject = subjects.context_snapshot(symbol)
+    try:
+        with messaging.client_span(
+            telemetry.tracer(), f"query {subjects.CONTEXT_SNAPSHOT_TEMPLATE}", subject
+        ) as h:
+            try:
+                reply = await nc.request(subject, b"", timeout=timeout_s, headers=h or None)
+            except (TimeoutError, NatsError) as error:
+                sys.stderr.write(f"no reply on {subject}: {error!r} (is the context service running?)\n")
+                return 1
+    finally:
+        await nc.close()
+        telemetry.shutdown()
+    sys.stdout.write(reply.data.decode(errors="replace") + "\n")
+    error_code = (reply.headers or {}).get("Nats-Service-Error-Code")
+    return 1 if error_code else 0
 
 
 async def sub_command(url: str, subject: str, as_json: bool, count: int) -> int:

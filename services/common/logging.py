@@ -39,7 +39,7 @@ def _seed_key_order(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> di
     return head
 
 
-def configure_logging(level: str = "INFO", **context: Any) -> None:
+def configure_logging(level: str = "INFO", stream: Any = None, **context: Any) -> None:
     """Configure structlog once per process; ``context`` (e.g. service=...) is bound to every line."""
     global _debug_enabled
     numeric = _LEVELS.get(level.upper(), logging.INFO)
@@ -55,7 +55,7 @@ def configure_logging(level: str = "INFO", **context: Any) -> None:
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory((stream or sys.stdout).buffer),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
