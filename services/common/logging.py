@@ -39,6 +39,20 @@ def _seed_key_order(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> di
     return head
 
 
+class _LateBoundStream:
+    """Writes to ``sys.stdout`` / ``sys.stderr`` as they are *now*, not as they were at configure
+    time (so a replaced stream, e.g. by a test's capture, never leaves loggers on a closed file)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def write(self, data: bytes) -> None:
+        getattr(sys, self._name).buffer.write(data)
+
+    def flush(self) -> None:
+        getattr(sys, self._name).buffer.flush()
+
+
 def configure_logging(level: str = "INFO", stream: Any = None, **context: Any) -> None:
     """Configure structlog once per process; ``context`` (e.g. service=...) is bound to every line."""
     global _debug_enabled
@@ -55,7 +69,9 @@ def configure_logging(level: str = "INFO", stream: Any = None, **context: Any) -
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory((stream or sys.stdout).buffer),
+        logger_factory=structlog.BytesLoggerFactory(
+            _LateBoundStream("stderr" if stream is sys.stderr else "stdout")  # type: ignore[arg-type]
+        ),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
