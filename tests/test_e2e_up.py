@@ -151,7 +151,7 @@ async def test_hftfeed_up_runs_the_whole_stack_and_stops_on_sigint(tmp_path: Pat
 def test_hftfeed_up_reports_a_child_that_dies_and_health_says_so(tmp_path: Path) -> None:
     port = free_port()
     env = _stack_env(f"nats://127.0.0.1:{port}")
-    env["DATA_SOURCE"] = "binance_ws"  # the feed refuses to start: not available yet
+    env["CONNECTOR_NAME"] = "nosuch.module:Thing"  # the feed refuses to start
     up = subprocess.Popen(
         [
             sys.executable,
@@ -185,7 +185,7 @@ def test_hftfeed_up_reports_a_child_that_dies_and_health_says_so(tmp_path: Path)
     output = "".join(lines) + rest
 
     assert "connector_feed exited with code 1" in output
-    assert "not available yet" in output  # its last log lines are shown
+    assert "cannot import connector module" in output  # its last log lines are shown
     assert up.returncode == 0
     assert health_cli.returncode == 1
     assert json.loads(health_cli.stdout)["connector_feed"]["status"] == "no reply"

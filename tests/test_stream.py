@@ -240,7 +240,8 @@ def test_process_stops_cleanly_on_sigterm(nats_url: str, unique: str) -> None:
 @pytest.mark.parametrize(
     ("env_extra", "message"),
     [
-        ({"DATA_SOURCE": "binance_ws"}, "not available yet"),
+        ({"DATA_SOURCE": "binance_ws", "BINANCE_MARKET": "coinm"}, "BINANCE_MARKET"),
+        ({"DATA_SOURCE": "binance_ws", "BINANCE_DEPTH_LIMIT": "7"}, "BINANCE_DEPTH_LIMIT"),
         ({"CONNECTOR_NAME": "nosuch.module:Thing"}, "cannot import connector module"),
         ({"CONNECTOR_NAME": "kraken"}, "neither a built-in name"),
         ({"MAX_QUEUE": "-3"}, "MAX_QUEUE"),

@@ -21,8 +21,11 @@ import importlib
 from typing import Any
 
 from schemas import DepthUpdate, TradeTick
+from services.connector_feed.events import Depth, Trade
 
-ConnectorEvent = TradeTick | DepthUpdate | dict[str, Any]
+#: What ``next_event`` may return: a contract, a seed-format dict, or (in-house connectors whose
+#: parser already validated everything) the feed's internal ``Trade`` / ``Depth``.
+ConnectorEvent = TradeTick | DepthUpdate | dict[str, Any] | Trade | Depth
 
 
 class ConnectorWrapper(abc.ABC):

@@ -13,10 +13,9 @@ BUILT_IN: dict[str, type[ConnectorWrapper]] = {"stub": StubbedConnector}
 def build_connector(settings: FeedSettings) -> tuple[ConnectorWrapper, str]:
     """The connector instance and a short label for logs; ``FatalError`` with a clear message."""
     if settings.data_source == "binance_ws":
-        raise FatalError(
-            "DATA_SOURCE=binance_ws: the Binance connector is not available yet; "
-            "set DATA_SOURCE=hft_connector (CONNECTOR_NAME=stub for synthetic data)"
-        )
+        from services.connector_feed.binance.connector import BinanceConnector
+
+        return BinanceConnector(settings), f"binance_{settings.binance_market}"
     name = settings.connector_name
     cls = BUILT_IN.get(name)
     if cls is None:

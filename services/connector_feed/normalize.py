@@ -146,6 +146,8 @@ class Normalizer:
             if kind == "depth":
                 return self.depth(event, ts_recv)
             raise EventRejected("unknown_type", f"unknown event type {kind!r}")
+        if type(event) is Trade or type(event) is Depth:  # in-house connectors: already validated
+            return event
         if isinstance(event, TradeTick):
             return Trade.from_contract(event)
         if isinstance(event, DepthUpdate):

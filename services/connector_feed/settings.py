@@ -28,6 +28,25 @@ class FeedSettings(CommonSettings, ReconnectSettings):
         default=5.0, ge=0, description="stub depth rate per symbol; 0 = unthrottled"
     )
     stub_seed: int | None = Field(default=None, description="same seed, same stream; unset = random")
+    binance_market: Literal["spot", "usdm"] = Field(
+        default="spot", description="spot (exchange binance) or usdm (USD-M futures, exchange binance_usdm)"
+    )
+    binance_ws_url: str | None = Field(
+        default=None,
+        description="default: wss://stream.binance.com:9443 (spot), wss://fstream.binance.com (usdm)",
+    )
+    binance_rest_url: str | None = Field(
+        default=None, description="default: https://api.binance.com (spot), https://fapi.binance.com (usdm)"
+    )
+    binance_trade_stream: Literal["trade", "aggTrade"] | None = Field(
+        default=None, description="default: trade (spot, every fill), aggTrade (usdm)"
+    )
+    binance_depth_stream: Literal["diff", "partial5", "partial10", "partial20"] = Field(
+        default="diff", description="diff: local order book from @depth@100ms; partialN: top-N snapshots"
+    )
+    binance_depth_limit: Literal[5, 10, 20, 50, 100, 500, 1000, 5000] = Field(
+        default=1000, description="levels per side of the REST snapshot"
+    )
     stub_start_price: str = Field(
         default="50000.00", pattern=r"^[0-9]+\.[0-9]{2}$", description="first stub price"
     )
