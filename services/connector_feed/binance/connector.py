@@ -55,7 +55,7 @@ class BinanceConnector(ConnectorWrapper):
         self.depth_stream = settings.binance_depth_stream
         self.depth_limit = settings.binance_depth_limit
         self.venue_symbols = [s.upper() for s in settings.symbols]
-        self.parser = BinanceParser(self.market)
+        self.parser = BinanceParser(self.market, self.trade_stream)
         self.books: dict[str, LocalBook] = {}
         self._venue_of: dict[str, str] = {}
         self._pending: deque[Event] = deque()

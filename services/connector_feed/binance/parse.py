@@ -16,7 +16,10 @@ import orjson
 
 from services.connector_feed.events import Trade, WireLevel
 
-_PLAIN = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]+)?")
+_POSITIVE_TEXT = r"(?:0\.[0-9]*[1-9][0-9]*|[1-9][0-9]*(?:\.[0-9]+)?)"
+_POSITIVE = re.compile(_POSITIVE_TEXT)
+#: A trade's price and quantity in one match: both plain decimals, both > 0.
+_PRICE_AND_QTY = re.compile(_POSITIVE_TEXT + "," + _POSITIVE_TEXT)
 MS = 1_000_000
 
 Market = Literal["spot", "usdm"]
@@ -69,8 +72,11 @@ def instrument_id(venue_symbol: str, market: Market) -> str:
 class BinanceParser:
     """Parses frames of one market; ``symbols`` maps Binance's symbol to our instrument id."""
 
-    def __init__(self, market: Market) -> None:
+    def __init__(self, market: Market, trade_stream: str | None = None) -> None:
         self.market = market
+        # Which trade event this connection carries is known up front: check it first.
+        self._trade_event = trade_stream or ("trade" if market == "spot" else "aggTrade")
+        self._trade_id_key = "t" if self._trade_event == "trade" else "a"
         self.exchange = EXCHANGE[market]
         self._ids: dict[str, str] = {}
 
@@ -94,6 +100,11 @@ class BinanceParser:
             data = message.get("data")
             if type(data) is not dict:
                 raise MalformedFrame("bad_envelope", f"stream {stream!r} without a data object")
+            if data.get("e") == self._trade_event:  # the hot path, first
+                try:
+                    return self._trade(data, data[self._trade_id_key], ts_recv)
+                except KeyError as missing:
+                    raise MalformedFrame("missing_field", f"trade without {missing.args[0]!r}") from None
             return self._payload(data, stream, ts_recv)
         if "result" in message and "id" in message:
             return Control("subscription_reply", message)
@@ -122,17 +133,17 @@ class BinanceParser:
         raise MalformedFrame("unknown_event", f"event {kind!r} on stream {stream!r}")
 
     def _trade(self, data: dict[str, Any], trade_id: object, ts_recv: int) -> Trade:
-        price, qty, maker, ts = data["p"], data["q"], data["m"], data["T"]
-        if type(price) is not str or not _PLAIN.fullmatch(price) or not price.strip("0."):
-            raise MalformedFrame("bad_price", f"price {price!r}")
-        if type(qty) is not str or not _PLAIN.fullmatch(qty) or not qty.strip("0."):
-            raise MalformedFrame("bad_qty", f"qty {qty!r}")
+        price, qty, maker, ts, venue_symbol = data["p"], data["q"], data["m"], data["T"], data["s"]
+        if type(price) is not str or type(qty) is not str or not _PRICE_AND_QTY.fullmatch(f"{price},{qty}"):
+            bad = "bad_price" if type(price) is not str or not _POSITIVE.fullmatch(price) else "bad_qty"
+            raise MalformedFrame(bad, f"price {price!r}, qty {qty!r} (both plain decimals > 0)")
         if type(maker) is not bool or type(trade_id) is not int or type(ts) is not int:
             raise MalformedFrame("wrong_type", "m must be a bool, the id and T ints")
+        symbol = self._ids.get(venue_symbol) or self._symbol(venue_symbol)
         # Buyer is the maker -> the aggressor sold.
         return Trade(
             self.exchange,
-            self._symbol(data["s"]),
+            symbol,
             trade_id,
             price,
             qty,
@@ -202,19 +213,21 @@ def _int(value: object) -> int:
     return value
 
 
+_NUMBER = rb"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
+_PRICE = rb"(?:0\.[0-9]*[1-9][0-9]*|[1-9][0-9]*(?:\.[0-9]+)?)"  # > 0
+#: A whole level array, re-serialised compactly: [["price","qty"],...] with plain decimals only.
+_LEVELS = re.compile(rb'\[(?:\["' + _PRICE + rb'","' + _NUMBER + rb'"\](?:,(?!\])|(?=\])))*\]')
+
+
 def parse_levels(raw: object) -> list[WireLevel]:
-    """``[["price", "qty"], ...]`` as Binance sent them (quantity 0 removes a level)."""
-    if type(raw) is not list:
-        raise MalformedFrame("bad_levels", f"levels {type(raw).__name__}")
-    match = _PLAIN.fullmatch
-    levels: list[WireLevel] = []
-    for level in raw:
-        if type(level) is not list or len(level) != 2:
-            raise MalformedFrame("bad_levels", f"level {level!r}")
-        price, qty = level
-        if type(price) is not str or type(qty) is not str or not match(price) or not match(qty):
-            raise MalformedFrame("bad_levels", f"level {level!r}")
-        if not price.strip("0."):
-            raise MalformedFrame("bad_levels", f"zero price {price!r}")
-        levels.append((price, qty))
-    return levels
+    """``[["price", "qty"], ...]`` as Binance sent them (quantity 0 removes a level).
+
+    The hot loop of every depth frame. Validating each string with a regex costs ~0.2 µs a call;
+    one regex over the compactly re-serialised array checks every level in one C-level pass
+    (anything that is not a pair of plain decimal strings, price > 0, fails it).
+    """
+    if type(raw) is not list or not _LEVELS.fullmatch(orjson.dumps(raw)):
+        raise MalformedFrame(
+            "bad_levels", f"levels must be [[decimal price > 0, decimal qty], ...]: {raw!r:.80}"
+        )
+    return [(price, qty) for price, qty in raw]
