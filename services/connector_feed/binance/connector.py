@@ -41,6 +41,8 @@ REST_URL = {"spot": "https://api.binance.com", "usdm": "https://fapi.binance.com
 #: symbol's book is resynced rather than left with a hole.
 MAX_PENDING = 100_000
 WAIT_FOR_DATA_S = 0.05
+#: Pause before fetching again a snapshot that was refused as older than the buffered events.
+REFETCH_DELAY_S = 0.5
 
 
 class BinanceConnector(ConnectorWrapper):
@@ -289,7 +291,8 @@ class BinanceConnector(ConnectorWrapper):
                     levels=len(book.book),
                     resyncs=book.stats.resyncs,
                 )
-            if book.snapshot_wanted:
+            if book.snapshot_wanted:  # refused as too old: ask again, but do not hammer the venue
+                await asyncio.sleep(REFETCH_DELAY_S)
                 self._want_snapshot(symbol)
 
     def _emit(self, event: Event) -> None:

@@ -1,0 +1,288 @@
+"""The Binance connector end to end: fake Binance on loopback -> connector_feed -> real NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from schemas import DepthUpdate, TradeTick, subjects
+from services.common.bus import Bus
+from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.settings import FeedSettings
+from services.connector_feed.stream import HFTConnectorStream
+from tests.fake_binance import (
+    ExpectedBook,
+    FakeBinance,
+    Market,
+    agg_trade,
+    book_scenario,
+    combined,
+    dumps,
+    load_lines,
+    server_shutdown,
+    spot_partial_book,
+    spot_trade,
+    subscription_reply,
+)
+from tests.helpers import eventually
+
+TS = 1_770_000_000_000
+
+
+class SubscriberBook:
+    """What any subscriber does with md.<SYMBOL>.depth: rebuild the book and check the chain."""
+
+    def __init__(self) -> None:
+        self.bids: dict[Decimal, str] = {}
+        self.asks: dict[Decimal, str] = {}
+        self.last: int | None = None
+        self.snapshots = 0
+        self.chain_breaks = 0
+
+    def on(self, update: DepthUpdate) -> None:
+        if update.is_snapshot:
+            self.bids = {p: format(q, "f") for p, q in update.bids}
+            self.asks = {p: format(q, "f") for p, q in update.asks}
+            self.snapshots += 1
+        else:
+            assert self.last is not None
+            continues = (
+                update.prev_last_update_id == self.last
+                if update.prev_last_update_id is not None
+                else update.first_update_id == self.last + 1
+            )
+            if not continues:
+                self.chain_breaks += 1
+            for side, levels in ((self.bids, update.bids), (self.asks, update.asks)):
+                for price, qty in levels:
+                    if qty == 0:
+                        side.pop(price, None)
+                    else:
+                        side[price] = format(qty, "f")
+        self.last = update.last_update_id
+
+    def equals(self, expected: ExpectedBook) -> bool:
+        def canon(side: dict[str, str]) -> dict[Decimal, Decimal]:
+            return {Decimal(p): Decimal(q) for p, q in side.items()}
+
+        mine = ({p: Decimal(q) for p, q in self.bids.items()}, {p: Decimal(q) for p, q in self.asks.items()})
+        return mine == (canon(expected.bids), canon(expected.asks)) and self.last == expected.last_update_id
+
+
+@asynccontextmanager
+async def feed(
+    venue: FakeBinance, nats_url: str, market: Market, symbols: str, depth_stream: str = "diff"
+) -> AsyncIterator[HFTConnectorStream]:
+    settings = FeedSettings(
+        data_source="binance_ws",
+        binance_market=market,
+        symbols=symbols,
+        binance_ws_url=venue.ws_url,
+        binance_rest_url=venue.rest_url,
+        binance_depth_limit=1000,
+        binance_depth_stream=depth_stream,
+    )
+    bus = await Bus.connect(nats_url, "test-binance")
+    stream = HFTConnectorStream(
+        BinanceConnector(settings),
+        bus,
+        settings.symbols,
+        Reconnector(ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0)),
+        100_000,
+        0.001,
+        connector_label="binance",
+    )
+    task = asyncio.create_task(stream.run())
+    try:
+        yield stream
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await stream.close()
+        await bus.drain()
+
+
+async def _collect(nc: Client, subject: str) -> list[Msg]:
+    received: list[Msg] = []
+
+    async def on_msg(msg: Msg) -> None:
+        received.append(msg)
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    return received
+
+
+def _books(messages: list[Msg]) -> SubscriberBook:
+    book = SubscriberBook()
+    for msg in messages:
+        book.on(DepthUpdate.model_validate_json(msg.data))
+    return book
+
+
+async def _run_book(nats_url: str, nc: Client, market: Market, unique: str) -> None:
+    venue_symbol = unique.upper()
+    published = venue_symbol + ("-PERP" if market == "usdm" else "")
+    # 500 levels a side: the whole snapshot fits the REST limit (1000), so the book is fully known.
+    snapshot, diffs, expected = book_scenario(venue_symbol, market, 400, seed=11, levels=500)
+    assert expected is not None
+    depth = await _collect(nc, subjects.depth(published))
+    async with FakeBinance(market) as venue:
+        venue.load_snapshot(snapshot)
+        async with feed(venue, nats_url, market, venue_symbol):
+            stream_name = f"{venue_symbol.lower()}@depth@100ms"
+            await venue.wait_for_subscribers([stream_name])
+            for diff in diffs:
+                await venue.send(stream_name, diff)
+            await eventually(
+                lambda: bool(depth) and _books(depth).last == expected.last_update_id, timeout_s=10
+            )
+    book = _books(depth)
+    assert book.snapshots == 1 and book.chain_breaks == 0
+    assert book.equals(expected), "the subscriber's book differs from snapshot + diffs"
+    assert len(venue.snapshot_requests) == 1
+
+
+async def test_spot_book_rebuilt_by_a_subscriber_equals_snapshot_plus_diffs(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    await _run_book(nats_url, nc, "spot", unique)
+
+
+async def test_futures_book_rebuilt_by_a_subscriber_equals_snapshot_plus_diffs(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    await _run_book(nats_url, nc, "usdm", unique)
+
+
+async def test_every_spot_trade_reaches_nats_once_with_its_decimal_strings(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    trades = await _collect(nc, subjects.trades(unique))
+    async with FakeBinance("spot") as venue, feed(venue, nats_url, "spot", unique) as stream:
+        name = f"{unique.lower()}@trade"
+        await venue.wait_for_subscribers([name])
+        for i in range(1, 301):
+            await venue.send(
+                name, spot_trade(unique, 1000 + i, f"6500{i % 10}.{i:08d}", "0.00000001", i % 2 == 0, TS + i)
+            )
+        await venue.send(name, spot_trade(unique, 1400, "1.00000000", "1.00000000", False, TS + 999))  # a gap
+        await eventually(lambda: len(trades) == 301)
+        health = stream.connector.get_health_status()
+
+    ticks = [TradeTick.model_validate_json(m.data) for m in trades]
+    assert [t.trade_id for t in ticks] == [*range(1001, 1301), 1400]
+    assert (
+        json.loads(trades[0].data)["price"] == "65001.00000001"
+        and json.loads(trades[0].data)["qty"] == "0.00000001"
+    )
+    assert ticks[1].side == "sell" and ticks[1].is_buyer_maker  # buyer is maker -> sell
+    assert (ticks[0].exchange, ticks[0].ts_event) == ("binance", (TS + 1) * 1_000_000)
+    assert health["trade_gaps"] == 1
+
+
+async def test_futures_trades_come_over_the_routed_market_path(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    trades = await _collect(nc, subjects.trades(unique + "-PERP"))
+    async with FakeBinance("usdm") as venue, feed(venue, nats_url, "usdm", unique):
+        name = f"{unique.lower()}@aggTrade"
+        await venue.wait_for_subscribers([name, f"{unique.lower()}@depth@100ms"])
+        for i in range(1, 51):
+            await venue.send(
+                name,
+                agg_trade(unique, i, "65000.10", "0.002", False, TS + i, i * 10, i * 10 + 2, futures=True),
+            )
+        await eventually(lambda: len(trades) == 50)
+        paths = sorted(c.path.split("?")[0] for c in venue.connections)
+
+    assert paths == ["/market/stream", "/public/stream"]
+    assert {TradeTick.model_validate_json(m.data).exchange for m in trades} == {"binance_usdm"}
+
+
+async def test_a_gap_resyncs_that_symbol_alone(nats_url: str, nc: Client, unique: str) -> None:
+    a, b = f"{unique}A", f"{unique}B"
+    snap_a, diffs_a, _ = book_scenario(a, "spot", 60, seed=1, levels=50, gap_at=30)
+    snap_b, diffs_b, expected_b = book_scenario(b, "spot", 60, seed=2, levels=50)
+    assert expected_b is not None
+    depth_a = await _collect(nc, subjects.depth(a))
+    depth_b = await _collect(nc, subjects.depth(b))
+    async with FakeBinance("spot") as venue:
+        venue.load_snapshot(snap_a)
+        venue.load_snapshot(snap_b)
+        async with feed(venue, nats_url, "spot", f"{a},{b}") as stream:
+            streams = [f"{a.lower()}@depth@100ms", f"{b.lower()}@depth@100ms"]
+            await venue.wait_for_subscribers(streams)
+            for diff_b in diffs_b:
+                await venue.send(streams[1], diff_b)
+            for diff_a in diffs_a[:30]:  # up to the hole (diff 30 was left out)
+                await venue.send(streams[0], diff_a)
+            await eventually(lambda: _books(depth_a).snapshots == 1 if depth_a else False)
+            # The venue moves on: its snapshot is now as of the first diff after the hole.
+            venue.set_snapshot(a, diffs_a[30]["u"], snap_a.bids, snap_a.asks)
+            for diff_a in diffs_a[30:]:
+                await venue.send(streams[0], diff_a)
+            await eventually(lambda: _books(depth_a).snapshots == 2 if depth_a else False)
+            await eventually(lambda: bool(depth_b) and _books(depth_b).last == expected_b.last_update_id)
+            books = stream.connector.get_health_status()["books"]
+
+    requests = [r.symbol for r in venue.snapshot_requests]
+    assert requests.count(b) == 1, "the other symbol was not disturbed"
+    assert 2 <= requests.count(a) <= 3  # initial + the resync (+ at most one refetch the procedure asks for)
+    assert books[a]["gaps"] == 1 and books[b]["gaps"] == 0
+    assert _books(depth_b).equals(expected_b)
+    assert _books(depth_a).chain_breaks == 0  # after the gap, A's next message was a snapshot
+
+
+async def test_malformed_and_control_frames_are_skipped_without_a_reconnect(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    trades = await _collect(nc, subjects.trades(unique))
+    async with FakeBinance("spot") as venue, feed(venue, nats_url, "spot", unique) as stream:
+        name = f"{unique.lower()}@trade"
+        await venue.wait_for_subscribers([name])
+        await venue.send(name, spot_trade(unique, 1, "1.00000000", "1.00000000", False, TS))
+        for line in load_lines("malformed_frames.txt"):
+            await venue.send_raw(line)
+        for control in (
+            subscription_reply(1),
+            server_shutdown(TS, combined=True),
+            server_shutdown(TS, combined=False),
+        ):
+            await venue.send_raw(dumps(control))
+        await venue.send_raw(
+            dumps(combined(name, spot_trade(unique, 2, "2.00000000", "1.00000000", False, TS)))
+        )
+        await eventually(lambda: len(trades) == 2)
+        health: dict[str, Any] = stream.connector.get_health_status()
+
+    assert len(venue.connections) == 1, "a malformed frame must not cause a reconnect"
+    assert sum(health["malformed"].values()) == len(load_lines("malformed_frames.txt"))
+    assert health["control"] == {"subscription_reply": 1, "server_shutdown": 2}
+    assert stream.reconnector.total_reconnects == 0
+
+
+async def test_partial_book_mode_publishes_snapshots(nats_url: str, nc: Client, unique: str) -> None:
+    depth = await _collect(nc, subjects.depth(unique))
+    async with FakeBinance("spot") as venue, feed(venue, nats_url, "spot", unique, "partial5"):
+        name = f"{unique.lower()}@depth5@100ms"
+        await venue.wait_for_subscribers([name])
+        for i in range(3):
+            await venue.send(
+                name, spot_partial_book(100 + i, [[f"1.{i}0000000", "1.00000000"]], [["2.00000000", "3"]])
+            )
+        await eventually(lambda: len(depth) == 3)
+
+    updates = [DepthUpdate.model_validate_json(m.data) for m in depth]
+    assert all(u.is_snapshot for u in updates)
+    assert [u.last_update_id for u in updates] == [100, 101, 102]
+    assert json.loads(depth[2].data)["bids"] == [["1.20000000", "1.00000000"]]
+    assert venue.snapshot_requests == []  # no REST in the lighter mode
