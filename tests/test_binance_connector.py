@@ -16,6 +16,7 @@ from schemas import DepthUpdate, TradeTick, subjects
 from services.common.bus import Bus
 from services.common.reconnect import Reconnector, ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.service import feed_health
 from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
 from tests.fake_binance import (
@@ -286,3 +287,27 @@ async def test_partial_book_mode_publishes_snapshots(nats_url: str, nc: Client, 
     assert [u.last_update_id for u in updates] == [100, 101, 102]
     assert json.loads(depth[2].data)["bids"] == [["1.20000000", "1.00000000"]]
     assert venue.snapshot_requests == []  # no REST in the lighter mode
+
+
+async def test_health_says_resyncing_while_a_snapshot_is_awaited(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    snapshot, diffs, _ = book_scenario(unique, "spot", 20, seed=3, levels=20)
+    depth = await _collect(nc, subjects.depth(unique))
+    async with FakeBinance("spot") as venue:
+        venue.load_snapshot(snapshot)
+        venue.hold_snapshots()
+        async with feed(venue, nats_url, "spot", unique) as stream:
+            name = f"{unique.lower()}@depth@100ms"
+            await venue.wait_for_subscribers([name])
+            for diff in diffs:
+                await venue.send(name, diff)
+            await venue.wait_for_snapshot_requests(1)
+            held = feed_health(stream, stream.bus, 10.0, stream.telemetry).report()
+            venue.release_snapshots()
+            await eventually(lambda: bool(depth))
+            released = feed_health(stream, stream.bus, 10.0, stream.telemetry).report()
+
+    assert held["status"] == "degraded" and "resyncing" in held["reasons"]
+    assert "resyncing" not in released["reasons"]
+    assert held["connector"]["connector_health"]["books"][unique]["state"] == "waiting"

@@ -59,6 +59,7 @@ OUR_SERVICES = {
 # Variables docker-compose.yml interpolates; each test sets them explicitly.
 INTERPOLATED = (
     "DATA_SOURCE",
+    "BINANCE_MARKET",
     "CONNECTOR_NAME",
     "SYMBOLS",
     "LOG_LEVEL",
@@ -411,8 +412,10 @@ def run_compose(
 
 
 OFFLINE = {"DATA_SOURCE": "hft_connector", "CONNECTOR_NAME": "stub"}
+LIVE = {"DATA_SOURCE": "binance_ws", "BINANCE_MARKET": "spot", "CONNECTOR_NAME": "stub"}
 OVERRIDDEN = {
     "DATA_SOURCE": "binance_ws",
+    "BINANCE_MARKET": "usdm",
     "SYMBOLS": "BTCUSDT,ETHUSDT",
     "LOG_LEVEL": "DEBUG",
     "OTEL_TRACES_SAMPLER_ARG": "1",
@@ -420,7 +423,7 @@ OVERRIDDEN = {
 }
 # name -> (the environment compose runs in, what connector_feed gets beyond the defaults)
 ENV_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
-    "unset": ({}, OFFLINE),
+    "unset": ({}, LIVE),
     "offline-stub": (OFFLINE, OFFLINE),
     "overridden": (OVERRIDDEN, OVERRIDDEN),
 }

@@ -62,6 +62,10 @@ class ConnectorWrapper(abc.ABC):
     def get_health_status(self) -> dict[str, Any]:
         """Connector-specific health, shown as ``connector_health`` in the feed's health reply."""
 
+    def is_resyncing(self) -> bool:
+        """True while some book is being rebuilt (health then says ``degraded``). Optional."""
+        return False
+
 
 def import_connector_class(spec: str) -> type[ConnectorWrapper]:
     """Resolve ``package.module:ClassName`` to a ConnectorWrapper subclass (clear error otherwise)."""

@@ -30,6 +30,7 @@ def feed_health(
             last_data_age_s=age_since_ns(stream.last_event_ns),
             stale_after_s=stale_after_s,
             last_drop_age_s=age_s(stream.queue.dropped.last_drop_monotonic),
+            resyncing=stream.connected and stream.connector.is_resyncing(),
         )
 
     def details() -> dict[str, Any]:

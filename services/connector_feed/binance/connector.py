@@ -139,6 +139,9 @@ class BinanceConnector(ConnectorWrapper):
             and all(not t.done() for t in self._tasks)
         )
 
+    def is_resyncing(self) -> bool:
+        return any(book.state != "synced" for book in self.books.values())
+
     def get_health_status(self) -> dict[str, Any]:
         fetcher = self.fetcher
         return {
