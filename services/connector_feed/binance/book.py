@@ -15,72 +15,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Literal
 
+from services.common.book import OrderBook
 from services.connector_feed.binance.parse import DepthDiff
 from services.connector_feed.events import Depth, WireLevel
 
 State = Literal["waiting", "synced"]
 #: Diffs buffered while a snapshot is fetched (100 ms stream: ~100 s); beyond it, start over.
 MAX_BUFFER = 1000
-
-
-def price_key(price: str) -> str:
-    """One key per price level without parsing a Decimal: ``"100.50"`` and ``"100.5"`` are one level."""
-    return price.rstrip("0").rstrip(".") if "." in price else price
-
-
-class PriceLevels:
-    """One side of a Binance book keyed by the venue's price strings (canonicalised; no Decimal per
-    update on the hot path). Sorting, for a snapshot, converts to Decimal once per level."""
-
-    __slots__ = ("_levels",)
-
-    def __init__(self) -> None:
-        self._levels: dict[str, WireLevel] = {}
-
-    def apply(self, levels: list[WireLevel]) -> None:
-        book = self._levels
-        for level in levels:
-            if level[1].strip("0."):  # absolute quantity
-                book[price_key(level[0])] = level
-            else:  # "0.00000000" removes the level; removing an unknown level is normal
-                book.pop(price_key(level[0]), None)
-
-    def reset(self, levels: list[WireLevel]) -> None:
-        self._levels.clear()
-        self.apply(levels)
-
-    def sorted(self, descending: bool) -> list[WireLevel]:
-        return sorted(self._levels.values(), key=lambda level: Decimal(level[0]), reverse=descending)
-
-    def __len__(self) -> int:
-        return len(self._levels)
-
-
-class BinanceBook:
-    """The book itself: bids, asks and the update id they are at."""
-
-    __slots__ = ("asks", "bids", "last_update_id")
-
-    def __init__(self) -> None:
-        self.bids = PriceLevels()
-        self.asks = PriceLevels()
-        self.last_update_id: int | None = None
-
-    def reset(self, bids: list[WireLevel], asks: list[WireLevel], last_update_id: int) -> None:
-        self.bids.reset(bids)
-        self.asks.reset(asks)
-        self.last_update_id = last_update_id
-
-    def apply(self, bids: list[WireLevel], asks: list[WireLevel], last_update_id: int) -> None:
-        self.bids.apply(bids)
-        self.asks.apply(asks)
-        self.last_update_id = last_update_id
-
-    def __len__(self) -> int:
-        return len(self.bids) + len(self.asks)
 
 
 @dataclass
@@ -105,7 +48,7 @@ class LocalBook:
     symbol: str
     futures: bool
     state: State = "waiting"
-    book: BinanceBook = field(default_factory=BinanceBook)
+    book: OrderBook = field(default_factory=OrderBook)
     buffer: deque[DepthDiff] = field(default_factory=deque)
     snapshot_wanted: bool = True
     stats: BookStats = field(default_factory=BookStats)
@@ -182,8 +125,8 @@ class LocalBook:
             Depth(
                 self.exchange,
                 self.symbol,
-                self.book.bids.sorted(descending=True),
-                self.book.asks.sorted(descending=False),
+                self.book.bids(),
+                self.book.asks(),
                 True,
                 None,
                 newest.last_update_id,
@@ -232,7 +175,7 @@ class LocalBook:
         if gap:
             self.stats.gaps += 1
         self.state = "waiting"
-        self.book = BinanceBook()
+        self.book = OrderBook()
         self.buffer.clear()
         self._base = None
         self.snapshot_wanted = True
