@@ -7,6 +7,7 @@ from schemas.models import (
     ContextSnapshot,
     DepthUpdate,
     Signal,
+    Status,
     TradeTick,
     json_schemas,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "ContextSnapshot",
     "DepthUpdate",
     "Signal",
+    "Status",
     "TradeTick",
     "json_schemas",
     "subjects",

@@ -93,6 +93,24 @@ class Signal(Contract):
     schema_version: Literal[1] = SCHEMA_VERSION
 
 
+class Status(Contract):
+    """A change of a symbol's market-data state, published on ``md.<SYMBOL>.status``.
+
+    ``live``: data flows and books are in sync. ``resyncing``: a book is being rebuilt (discard
+    depth until the next snapshot). ``stale``: a subscribed stream went silent past its threshold.
+    ``reconnecting``: the venue connection dropped and is being re-established. ``down``: the feed
+    gave up or cannot reach the venue.
+    """
+
+    exchange: ExchangeId
+    symbol: Symbol
+    stream: Literal["trades", "depth", "all"]
+    state: Literal["live", "resyncing", "stale", "reconnecting", "down"]
+    reason: str
+    ts: TimestampNs
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
 class ContextSnapshot(Contract):
     """Rolling market context of one symbol, the reply on ``context.<SYMBOL>.snapshot``.
 
@@ -135,4 +153,5 @@ CONTRACTS: dict[str, type[Contract]] = {
     "depth_update": DepthUpdate,
     "signal": Signal,
     "context_snapshot": ContextSnapshot,
+    "status": Status,
 }

@@ -29,6 +29,11 @@ def depth(symbol: str) -> str:
     return f"md.{check_token(symbol, 'symbol')}.depth"
 
 
+def status(symbol: str) -> str:
+    """``md.<SYMBOL>.status``: Status (state changes of the symbol's feed)."""
+    return f"md.{check_token(symbol, 'symbol')}.status"
+
+
 def signals(strategy: str, symbol: str) -> str:
     """``signals.<strategy>.<SYMBOL>``: Signal."""
     return f"signals.{check_token(strategy, 'strategy')}.{check_token(symbol, 'symbol')}"
@@ -55,6 +60,7 @@ def health(service: str) -> str:
 #: Destination templates (telemetry: span names and low-cardinality metric attributes).
 TRADES_TEMPLATE = "md.{symbol}.trades"
 DEPTH_TEMPLATE = "md.{symbol}.depth"
+STATUS_TEMPLATE = "md.{symbol}.status"
 SIGNALS_TEMPLATE = "signals.{strategy}.{symbol}"
 CONTEXT_SNAPSHOT_TEMPLATE = "context.{symbol}.snapshot"
 HEALTH_TEMPLATE = "health.{service}"

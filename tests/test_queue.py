@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from services.common.book import OrderBook
-from services.connector_feed.events import Depth, Event, Trade
-from services.connector_feed.queue import EventQueue
+from services.connector_feed.events import Depth, Trade
+from services.connector_feed.queue import EventQueue, Queued
 
 
 def _trade(i: int, symbol: str = "A") -> Trade:
@@ -57,7 +57,7 @@ def test_a_dropped_delta_is_replaced_by_a_snapshot_of_the_book() -> None:
     queue.put(_trade(1))
     queue.put(books.apply(_delta(3, price="0.9", qty="7")))  # full: the snapshot(1) is the victim
 
-    published: list[Event] = queue.pop_all()
+    published: list[Queued] = queue.pop_all()
 
     depth = [e for e in published if isinstance(e, Depth)]
     assert len(depth) == 1, "the queued delta 2 was folded into the new snapshot"

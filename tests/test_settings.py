@@ -85,3 +85,19 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable:
         load_settings(FeedSettings)
 
     assert f"{variable}:" in str(error.value)
+
+
+def test_binance_reconnect_defaults_jitter_and_never_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.connector_feed.service import reconnect_policy
+
+    monkeypatch.setenv("DATA_SOURCE", "binance_ws")
+    binance = reconnect_policy(load_settings(FeedSettings))
+    monkeypatch.setenv("RECONNECT_MAX_ATTEMPTS", "3")
+    capped = reconnect_policy(load_settings(FeedSettings))
+    monkeypatch.setenv("DATA_SOURCE", "hft_connector")
+    monkeypatch.delenv("RECONNECT_MAX_ATTEMPTS")
+    stub = reconnect_policy(load_settings(FeedSettings))
+
+    assert (binance.jitter, binance.max_attempts) == (True, 0)
+    assert capped.max_attempts == 3  # an explicit setting wins
+    assert (stub.jitter, stub.max_attempts) == (False, 5)

@@ -20,12 +20,13 @@ import abc
 import importlib
 from typing import Any
 
-from schemas import DepthUpdate, TradeTick
+from schemas import DepthUpdate, Status, TradeTick
 from services.connector_feed.events import Depth, Trade
 
-#: What ``next_event`` may return: a contract, a seed-format dict, or (in-house connectors whose
-#: parser already validated everything) the feed's internal ``Trade`` / ``Depth``.
-ConnectorEvent = TradeTick | DepthUpdate | dict[str, Any] | Trade | Depth
+#: What ``next_event`` may return: a contract, a seed-format dict, (in-house connectors whose
+#: parser already validated everything) the feed's internal ``Trade`` / ``Depth``, or a
+#: ``Status`` change, published on ``md.<SYMBOL>.status``.
+ConnectorEvent = TradeTick | DepthUpdate | dict[str, Any] | Trade | Depth | Status
 
 
 class ConnectorWrapper(abc.ABC):

@@ -14,7 +14,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from schemas import Status
 from services.connector_feed.events import Depth, Event, Trade
+
+#: What the queue holds: market data, and the rare Status changes (never dropped).
+Queued = Event | Status
 
 #: Builds a snapshot of the feed's current book for a symbol (None if the book is unknown).
 SnapshotSource = Callable[[str], Depth | None]
@@ -46,7 +50,7 @@ class EventQueue:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
         self.maxsize = maxsize
-        self._items: deque[Event] = deque()
+        self._items: deque[Queued] = deque()
         self._snapshot_source = snapshot_source
         self._ready = asyncio.Event()
         self.dropped = DropCounts()
@@ -61,9 +65,10 @@ class EventQueue:
     def sizes(self) -> tuple[int, int]:
         """(trades, depth) currently queued."""
         trades = sum(1 for e in self._items if type(e) is Trade)
-        return trades, len(self._items) - trades
+        depth = sum(1 for e in self._items if type(e) is Depth)
+        return trades, depth
 
-    def put(self, event: Event) -> None:
+    def put(self, event: Queued) -> None:
         """Queue ``event`` (its depth must already be applied to the feed's book)."""
         if type(event) is Depth and event.symbol in self.awaiting_snapshot:
             if not event.is_snapshot:
@@ -71,13 +76,22 @@ class EventQueue:
                 return
             self.awaiting_snapshot.discard(event.symbol)
         if len(self._items) >= self.maxsize:
-            victim = self._items.popleft()
-            if type(victim) is Trade:
+            victim = self._pop_oldest_market_data()  # a Status (state change) is never dropped
+            if victim is None:
+                pass
+            elif type(victim) is Trade:
                 self.dropped.count(victim, "queue_full")
             elif self._resnapshot(victim) and type(event) is Depth and event.symbol == victim.symbol:
                 return  # the snapshot just queued already holds this event's levels
         self._items.append(event)
         self._ready.set()
+
+    def _pop_oldest_market_data(self) -> Event | None:
+        for i, item in enumerate(self._items):
+            if not isinstance(item, Status):
+                del self._items[i]
+                return item
+        return None
 
     def _resnapshot(self, victim: Event) -> bool:
         """Drop the symbol's queued depth, queue a fresh snapshot in its place; True if queued."""
@@ -93,7 +107,7 @@ class EventQueue:
         self._items.append(snapshot)
         return True
 
-    def pop_all(self) -> list[Event]:
+    def pop_all(self) -> list[Queued]:
         """Everything queued, oldest first (empty list if nothing)."""
         items = list(self._items)
         self._items.clear()

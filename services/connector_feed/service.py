@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from services.common.bus import Bus, BusConnectError
@@ -52,6 +53,20 @@ def feed_health(
     )
 
 
+def reconnect_policy(settings: FeedSettings) -> ReconnectPolicy:
+    """The shared policy; for Binance, jitter on and unlimited attempts unless RECONNECT_* say otherwise
+    (a venue outage must not end the feed: it reports ``down`` and keeps trying)."""
+    policy = ReconnectPolicy.from_settings(settings)
+    if settings.data_source != "binance_ws":
+        return policy
+    chosen = settings.model_fields_set
+    return replace(
+        policy,
+        jitter=policy.jitter if "reconnect_jitter" in chosen else True,
+        max_attempts=policy.max_attempts if "reconnect_max_attempts" in chosen else 0,
+    )
+
+
 async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
     connector, label = build_connector(settings)
     telemetry = setup_telemetry(SERVICE)
@@ -64,7 +79,7 @@ async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
         connector,
         bus,
         settings.symbols,
-        Reconnector(ReconnectPolicy.from_settings(settings)),
+        Reconnector(reconnect_policy(settings)),
         settings.max_queue,
         settings.connector_poll_interval_ms / 1000,
         connector_label=label,

@@ -47,6 +47,28 @@ class FeedSettings(CommonSettings, ReconnectSettings):
     binance_depth_limit: Literal[5, 10, 20, 50, 100, 500, 1000, 5000] = Field(
         default=1000, description="levels per side of the REST snapshot"
     )
+    binance_max_streams_per_connection: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="default: 1024 (spot), 200 (usdm); more streams open more connections",
+    )
+    binance_rotate_after_s: float = Field(
+        default=23 * 3600.0,
+        gt=0,
+        description="replace each connection (make-before-break) before Binance's 24 h cut",
+    )
+    binance_stale_depth_s: float = Field(
+        default=5.0, gt=0, description="a depth stream silent this long is stale"
+    )
+    binance_stale_trades_s: float = Field(
+        default=60.0, gt=0, description="a trade stream silent this long is stale"
+    )
+    binance_ping_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="no pong / no frame for this long closes the connection (then reconnect)",
+    )
     stub_start_price: str = Field(
         default="50000.00", pattern=r"^[0-9]+\.[0-9]{2}$", description="first stub price"
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from schemas import subjects
+from schemas import Status, subjects
 from services.common import messaging
 from services.common.book import OrderBook
 from services.common.bus import Bus
@@ -26,7 +26,7 @@ from services.connector_feed.connector import ConnectorWrapper
 from services.connector_feed.events import Depth, Event, Trade
 from services.connector_feed.metrics import LAG_SAMPLE_EVERY, FeedLagHistograms
 from services.connector_feed.normalize import EventRejected, Normalizer
-from services.connector_feed.queue import EventQueue
+from services.connector_feed.queue import EventQueue, Queued
 
 log = get_logger("connector_feed")
 
@@ -79,6 +79,8 @@ class HFTConnectorStream:
         # Metrics: plain integers per (type, exchange, symbol[, reason]), read by observable
         # instruments; lag histograms get one sample in LAG_SAMPLE_EVERY events.
         self.received_by_key: dict[tuple[str, str, str], int] = {}
+        self._status_symbols: set[str] = set()  # symbols the connector has reported on (published ids)
+        self.statuses: dict[str, str] = {}  # symbol -> the last published state
         self.published_by_key: dict[tuple[str, str, str], int] = {}
         self.rejected_by_key: dict[tuple[str, str], int] = {}
         self.telemetry = telemetry or setup_telemetry(
@@ -145,6 +147,8 @@ class HFTConnectorStream:
         if delay is None:
             self.gave_up = True
             log.error("connector_gave_up", connector=self.label, attempts=self.reconnector.attempts)
+            self._status_all("down", f"gave up after {self.reconnector.attempts} reconnect attempts")
+            await self._publish_batch(self.queue.pop_all())
             raise ConnectorGaveUp(
                 f"connector {self.label!r} did not reconnect after {self.reconnector.attempts} attempts"
             )
@@ -194,11 +198,16 @@ class HFTConnectorStream:
                 since_yield = 0
                 await asyncio.sleep(0)
         log.warning("connector_disconnected", connector=self.label)
+        self._status_all("reconnecting", "connection to the venue lost; reconnecting")
         await self._disconnect()
         await self._backoff()
 
     def ingest(self, raw: object, ts_recv: int) -> Event | None:
         """Normalise one connector event, keep the book, queue it. Bad events are counted, not fatal."""
+        if type(raw) is Status:  # a connector's state change: published as is
+            self._status_symbols.add(raw.symbol)
+            self.queue.put(raw)
+            return None
         countdown = self._trace_countdown - 1  # sampling decided before any tracer call
         if countdown == 0:
             self._trace_countdown = self.telemetry.gap()
@@ -240,6 +249,7 @@ class HFTConnectorStream:
 
     def _accept(self, event: Event, ts_recv: int) -> None:
         self.last_event_ns = ts_recv
+        self._status_symbols.add(event.symbol)
         if type(event) is Trade:
             kind = "trade"
             self.received["trade"] += 1
@@ -348,9 +358,27 @@ class HFTConnectorStream:
             await self._publish_batch(self.queue.pop_all())
             await asyncio.sleep(0)
 
-    async def _publish_batch(self, batch: list[Event]) -> None:
+    def _status_all(self, state: str, reason: str) -> None:
+        """The connector as a whole changed state: one Status per symbol it has published."""
+        for symbol in sorted(self._status_symbols or set(self.symbols)):
+            self.queue.put(
+                Status(
+                    exchange=self.connector.exchange,
+                    symbol=symbol,
+                    stream="all",
+                    state=state,
+                    reason=reason,
+                    ts=time.time_ns(),
+                )
+            )
+
+    async def _publish_batch(self, batch: list[Queued]) -> None:
         publish = self.bus.publish
         for event in batch:
+            if type(event) is Status:
+                await self._publish_status(event)
+                continue
+            assert not isinstance(event, Status)
             kind = "trade" if type(event) is Trade else "depth"
             subject = self._subject(kind, event.symbol)
             payload = event.wire()
@@ -401,6 +429,18 @@ class HFTConnectorStream:
             raise
         finally:
             span.end()
+
+    async def _publish_status(self, status: Status) -> None:
+        try:
+            await self.bus.publish(subjects.status(status.symbol), status.to_json())
+        except Exception as error:  # per-message boundary
+            self.publish_errors += 1
+            log.warning("publish_failed", kind="status", symbol=status.symbol, error=repr(error))
+            return
+        self.statuses[status.symbol] = status.state
+        log.info(
+            "md_status", symbol=status.symbol, state=status.state, stream=status.stream, reason=status.reason
+        )
 
     def _subject(self, kind: str, symbol: str) -> str:
         key = (kind, symbol)

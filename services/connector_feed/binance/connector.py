@@ -3,7 +3,9 @@
 Spot: one combined-stream connection (``/stream?streams=...``). USD-M futures: Binance's routed
 paths - ``/public`` for depth, ``/market`` for trades (the unrouted URL silently delivers no
 trades). Frames are parsed where they arrive; books resync per symbol; REST snapshots come from
-one budget-aware fetcher. The feed reads the results through ``next_event``.
+one budget-aware fetcher. Connections are spread within Binance's stream limits and replaced
+make-before-break (``links``); silent streams and resyncs are reported as ``Status`` events
+(``status``). The feed reads the results through ``next_event``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections import deque
 from typing import Any
 
 import aiohttp
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from schemas import Status
 from services.common.logging import get_logger
 from services.connector_feed.binance.book import LocalBook
+from services.connector_feed.binance.links import Link, open_link, plan
 from services.connector_feed.binance.parse import (
     EXCHANGE,
     BinanceParser,
@@ -29,6 +32,7 @@ from services.connector_feed.binance.parse import (
     instrument_id,
 )
 from services.connector_feed.binance.rest import SnapshotError, SnapshotFetcher
+from services.connector_feed.binance.status import SymbolStates
 from services.connector_feed.connector import ConnectorWrapper
 from services.connector_feed.events import Depth, Event, Trade
 from services.connector_feed.settings import FeedSettings
@@ -43,6 +47,8 @@ MAX_PENDING = 100_000
 WAIT_FOR_DATA_S = 0.05
 #: Pause before fetching again a snapshot that was refused as older than the buffered events.
 REFETCH_DELAY_S = 0.5
+MAX_STREAMS = {"spot": 1024, "usdm": 200}
+SUPERVISE_EVERY_S = 0.1
 
 
 class BinanceConnector(ConnectorWrapper):
@@ -56,13 +62,22 @@ class BinanceConnector(ConnectorWrapper):
         )
         self.depth_stream = settings.binance_depth_stream
         self.depth_limit = settings.binance_depth_limit
+        self.max_streams = settings.binance_max_streams_per_connection or MAX_STREAMS[self.market]
+        self.rotate_after_s = settings.binance_rotate_after_s
+        self.ping_timeout_s = settings.binance_ping_timeout_s
+        self.stale_after_s = {
+            "trades": settings.binance_stale_trades_s,
+            "depth": settings.binance_stale_depth_s,
+        }
         self.venue_symbols = [s.upper() for s in settings.symbols]
+        self.symbols = [instrument_id(v, self.market) for v in self.venue_symbols]
+        self._venue_of = dict(zip(self.symbols, self.venue_symbols, strict=True))
         self.parser = BinanceParser(self.market, self.trade_stream)
         self.books: dict[str, LocalBook] = {}
-        self._venue_of: dict[str, str] = {}
-        self._pending: deque[Event] = deque()
+        self.states = SymbolStates(self.exchange, self.symbols, ["trades", "depth"], self.stale_after_s)
+        self._pending: deque[Event | Status] = deque()
         self._ready = asyncio.Event()
-        self._connections: dict[str, ClientConnection] = {}
+        self.links: list[Link] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._snapshots: asyncio.Queue[str] = asyncio.Queue()
         self._snapshot_queued: set[str] = set()
@@ -75,40 +90,39 @@ class BinanceConnector(ConnectorWrapper):
         self.malformed: dict[str, int] = {}
         self.control: dict[str, int] = {}
         self.trade_gaps = 0
+        self.duplicates = 0
+        self.rotations = 0
         self.pending_dropped = 0
 
     # ---- ConnectorWrapper --------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the connection(s) for every symbol in SYMBOLS; all books start (re)syncing."""
+        """Open the connections for every symbol in SYMBOLS; every book starts (re)syncing."""
         await self.disconnect()
         self._session = aiohttp.ClientSession()
         self.fetcher = SnapshotFetcher(self.rest_url, self.market, self.depth_limit, self._session)
         self.books = {}
-        for venue in self.venue_symbols:
-            symbol = instrument_id(venue, self.market)
-            self._venue_of[symbol] = venue
+        self.states = SymbolStates(self.exchange, self.symbols, ["trades", "depth"], self.stale_after_s)
+        for symbol in self.symbols:
             if self.depth_stream == "diff":
                 self.books[symbol] = LocalBook(self.exchange, symbol, futures=self.market == "usdm")
-        for path, streams in self._routes().items():
-            url = f"{self.ws_url}{path}?streams={'/'.join(streams)}"
-            self._connections[path] = await asyncio.wait_for(
-                connect(url, max_size=2**24, open_timeout=10), 15
-            )
-            log.info("binance_connected", path=path, streams=len(streams), url=url[:120])
-        for path, connection in self._connections.items():
-            self._spawn(self._read(path, connection), f"binance-read{path}")
+                self._status(self.states.book(symbol, synced=False, reason="connected: building the book"))
+        for path, streams in plan(self._routes(), self.max_streams):
+            link = await open_link(self.ws_url, path, streams, self.ping_timeout_s)
+            self._start(link)
+            log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
         if self.books:
             self._spawn(self._snapshot_worker(), "binance-snapshots")
+        self._spawn(self._supervise(), "binance-supervisor")
 
     async def disconnect(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for connection in self._connections.values():
-            await connection.close()
-        self._connections.clear()
+        for link in self.links:
+            await link.ws.close()
+        self.links.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -123,7 +137,7 @@ class BinanceConnector(ConnectorWrapper):
         self._check_symbol(symbol)
         self.subscribed_depth.add(symbol)
 
-    async def next_event(self) -> Event | None:
+    async def next_event(self) -> Event | Status | None:
         if not self._pending:
             self._ready.clear()
             try:  # wake as soon as data arrives, instead of the feed's poll interval
@@ -134,26 +148,38 @@ class BinanceConnector(ConnectorWrapper):
 
     async def is_connected(self) -> bool:
         return (
-            bool(self._connections)
-            and all(c.state.name == "OPEN" for c in self._connections.values())
-            and all(not t.done() for t in self._tasks)
+            bool(self.links)
+            and all(
+                link.is_open and link.reader is not None and not link.reader.done() for link in self.links
+            )
+            and all(not task.done() for task in self._tasks)
         )
 
     def is_resyncing(self) -> bool:
-        return any(book.state != "synced" for book in self.books.values())
+        return any(state != "live" for state in self.states.states().values())
 
     def get_health_status(self) -> dict[str, Any]:
         fetcher = self.fetcher
         return {
-            "connected": bool(self._connections),
+            "connected": bool(self.links),
             "market": self.market,
-            "connections": sorted(self._connections),
+            "connections": [
+                {
+                    "path": link.path,
+                    "streams": len(link.streams),
+                    "age_s": round(time.monotonic() - link.opened_at, 1),
+                }
+                for link in self.links
+            ],
+            "rotations": self.rotations,
+            "symbols": self.states.states(),
             "subscribed_trades": sorted(self.subscribed_trades),
             "subscribed_depth": sorted(self.subscribed_depth),
             "frames": self.frames,
             "malformed": dict(self.malformed),
             "control": dict(self.control),
             "trade_gaps": self.trade_gaps,
+            "duplicates": self.duplicates,
             "pending": len(self._pending),
             "books": {
                 s: {
@@ -175,7 +201,7 @@ class BinanceConnector(ConnectorWrapper):
             },
         }
 
-    # ---- internals -------------------------------------------------------------------------
+    # ---- connections -------------------------------------------------------------------------
 
     def _check_symbol(self, symbol: str) -> None:
         if symbol.upper() not in self.venue_symbols:
@@ -187,28 +213,70 @@ class BinanceConnector(ConnectorWrapper):
         if self.depth_stream == "diff":
             depth = [f"{s.lower()}@depth@100ms" for s in self.venue_symbols]
         else:
-            depth = [
-                f"{s.lower()}@depth{self.depth_stream.removeprefix('partial')}@100ms"
-                for s in self.venue_symbols
-            ]
+            levels = self.depth_stream.removeprefix("partial")
+            depth = [f"{s.lower()}@depth{levels}@100ms" for s in self.venue_symbols]
         if self.market == "spot":
             return {"/stream": trades + depth}
         return {"/market/stream": trades, "/public/stream": depth}
 
-    def _spawn(self, coroutine: Any, name: str) -> None:
-        task = asyncio.create_task(coroutine, name=name)
+    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _read(self, path: str, connection: ClientConnection) -> None:
+    def _start(self, link: Link) -> None:
+        self.links.append(link)
+        link.reader = asyncio.create_task(self._read(link), name=f"binance-read{link.path}")
+
+    async def _read(self, link: Link) -> None:
         try:
-            async for frame in connection:
-                self.on_frame(frame, time.time_ns())
+            async for frame in link.ws:
+                self.on_frame(frame, time.time_ns(), link)
         except ConnectionClosed as closed:
-            log.warning(
-                "binance_connection_closed", path=path, code=closed.rcvd.code if closed.rcvd else None
-            )
+            if link in self.links:  # not one we retired on purpose
+                log.warning(
+                    "binance_connection_closed",
+                    path=link.path,
+                    code=closed.rcvd.code if closed.rcvd else None,
+                )
 
-    def on_frame(self, frame: str | bytes, ts_recv: int) -> None:
+    async def rotate(self, link: Link, reason: str) -> None:
+        """Make-before-break: open the replacement, then retire ``link``."""
+        if link not in self.links or link.retiring:
+            return
+        link.retiring = True
+        try:
+            fresh = await open_link(self.ws_url, link.path, link.streams, self.ping_timeout_s)
+        except (OSError, TimeoutError) as error:
+            link.retiring = False
+            log.warning("binance_rotation_failed", path=link.path, reason=reason, error=repr(error))
+            return  # the old connection stays; the next supervision pass tries again
+        self._start(fresh)
+        self.links.remove(link)
+        if link.reader is not None:
+            link.reader.cancel()
+        await link.ws.close()
+        self.rotations += 1
+        log.info("binance_rotated", path=link.path, reason=reason, streams=len(link.streams))
+
+    async def _supervise(self) -> None:
+        """Rotation before the 24 h cut, and stale-stream detection."""
+        while True:
+            await asyncio.sleep(SUPERVISE_EVERY_S)
+            for status in self.states.check():
+                self._status(status)
+                log.warning(
+                    "binance_stream_stale", symbol=status.symbol, stream=status.stream, reason=status.reason
+                )
+            now = time.monotonic()
+            for link in list(self.links):
+                if now - link.opened_at >= self.rotate_after_s:
+                    await self.rotate(link, "age")
+
+    # ---- frames ------------------------------------------------------------------------------
+
+    def on_frame(self, frame: str | bytes, ts_recv: int, link: Link | None = None) -> None:
         """Parse one frame and route it (the message handler: decode -> parse -> emit)."""
         self.frames += 1
         try:
@@ -223,6 +291,7 @@ class BinanceConnector(ConnectorWrapper):
         elif type(item) is DepthDiff:
             self._on_diff(item)
         elif type(item) is PartialBook:
+            self._status(self.states.seen(item.symbol, "depth", ts_recv))
             self._emit(
                 Depth(
                     self.exchange,
@@ -241,17 +310,25 @@ class BinanceConnector(ConnectorWrapper):
             assert isinstance(item, Control)
             self.control[item.kind] = self.control.get(item.kind, 0) + 1
             log.info("binance_control_frame", kind=item.kind, detail=item.detail)
+            if item.kind == "server_shutdown" and link is not None:
+                self._spawn(self.rotate(link, "serverShutdown"), "binance-rotate")
 
     def _on_trade(self, trade: Trade) -> None:
-        if self.trade_stream == "trade":  # raw trades: ids are contiguous per symbol
-            last = self._last_trade_id.get(trade.symbol)
-            if last is not None and trade.trade_id != last + 1 and trade.trade_id > last:
+        symbol = trade.symbol
+        self._status(self.states.seen(symbol, "trades", trade.ts_recv))
+        last = self._last_trade_id.get(symbol)
+        if last is not None:
+            if trade.trade_id <= last:  # the same trade from the other socket while rotating
+                self.duplicates += 1
+                return
+            if self.trade_stream == "trade" and trade.trade_id != last + 1:  # raw trade ids are contiguous
                 self.trade_gaps += 1
-                log.warning("binance_trade_gap", symbol=trade.symbol, after=last, got=trade.trade_id)
-            self._last_trade_id[trade.symbol] = max(trade.trade_id, last or 0)
+                log.warning("binance_trade_gap", symbol=symbol, after=last, got=trade.trade_id)
+        self._last_trade_id[symbol] = trade.trade_id
         self._emit(trade)
 
     def _on_diff(self, diff: DepthDiff) -> None:
+        self._status(self.states.seen(diff.symbol, "depth", diff.ts_recv))
         book = self.books.get(diff.symbol)
         if book is None:
             return
@@ -260,6 +337,7 @@ class BinanceConnector(ConnectorWrapper):
             self._emit(event)
         if was_synced and book.state != "synced":
             log.warning("binance_book_gap", symbol=diff.symbol, gaps=book.stats.gaps)
+            self._status(self.states.book(diff.symbol, synced=False, reason="sequence gap: resyncing"))
         if book.snapshot_wanted:
             self._want_snapshot(diff.symbol)
 
@@ -294,15 +372,22 @@ class BinanceConnector(ConnectorWrapper):
                     levels=len(book.book),
                     resyncs=book.stats.resyncs,
                 )
+                self._status(self.states.book(symbol, synced=True, reason="book in sync"))
             if book.snapshot_wanted:  # refused as too old: ask again, but do not hammer the venue
                 await asyncio.sleep(REFETCH_DELAY_S)
                 self._want_snapshot(symbol)
+
+    def _status(self, status: Status | None) -> None:
+        if status is not None:
+            self._pending.append(status)
+            self._ready.set()
 
     def _emit(self, event: Event) -> None:
         if len(self._pending) >= MAX_PENDING:
             self.pending_dropped += 1
             if type(event) is Depth and event.symbol in self.books:
                 self.books[event.symbol].resync()  # never a silent hole in a book
+                self._status(self.states.book(event.symbol, synced=False, reason="events dropped: resyncing"))
                 self._want_snapshot(event.symbol)
             return
         self._pending.append(event)

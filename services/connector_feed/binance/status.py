@@ -1,0 +1,104 @@
+"""Per-symbol market-data state and stale-stream detection (``md.<SYMBOL>.status``).
+
+A symbol is ``stale`` while one of its subscribed streams has been silent past its threshold
+(depth@100ms: BINANCE_STALE_DEPTH_S; trades are irregular: BINANCE_STALE_TRADES_S), ``resyncing``
+while its book is being rebuilt, else ``live``. Only changes are reported, as ``Status`` contracts.
+Time is the frames' receipt time (ns), so the per-frame cost is one dict store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from schemas import Status
+
+Stream = str  # "trades" | "depth"
+
+
+class SymbolStates:
+    def __init__(
+        self,
+        exchange: str,
+        symbols: list[str],
+        streams: list[Stream],
+        stale_after_s: dict[Stream, float],
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.exchange = exchange
+        self.streams = streams
+        self._stale_after_ns = {s: int(t * 1e9) for s, t in stale_after_s.items()}
+        self._clock_ns = clock_ns
+        start = clock_ns()
+        self._last_seen: dict[tuple[str, Stream], int] = {(sym, s): start for sym in symbols for s in streams}
+        self.stale: set[tuple[str, Stream]] = set()
+        self.resyncing: set[str] = set()
+        self._reported: dict[str, str] = {}
+
+    def state(self, symbol: str) -> str:
+        if any((symbol, s) in self.stale for s in self.streams):
+            return "stale"
+        return "resyncing" if symbol in self.resyncing else "live"
+
+    def states(self) -> dict[str, str]:
+        return {symbol: self.state(symbol) for symbol in sorted({sym for sym, _ in self._last_seen})}
+
+    def seen(self, symbol: str, stream: Stream, ts_ns: int) -> Status | None:
+        """A frame arrived (the hot path: a dict store unless the stream was stale)."""
+        key = (symbol, stream)
+        self._last_seen[key] = ts_ns
+        if key in self.stale:
+            self.stale.discard(key)
+            return self._report(symbol, stream, f"{stream} data flows again")
+        return None
+
+    def book(self, symbol: str, synced: bool, reason: str) -> Status | None:
+        if synced:
+            self.resyncing.discard(symbol)
+        else:
+            self.resyncing.add(symbol)
+        return self._report(symbol, "depth", reason)
+
+    def check(self) -> list[Status]:
+        """Periodic: flag streams silent past their threshold."""
+        now = self._clock_ns()
+        changes = []
+        for key, last in self._last_seen.items():
+            symbol, stream = key
+            if key not in self.stale and now - last > self._stale_after_ns[stream]:
+                self.stale.add(key)
+                status = self._report(symbol, stream, f"no {stream} for {(now - last) / 1e9:.1f}s")
+                if status is not None:
+                    changes.append(status)
+        return changes
+
+    def everything(self, state: str, reason: str) -> list[Status]:
+        """The whole connector changed (reconnecting, down): one status per symbol."""
+        out = []
+        for symbol in sorted({sym for sym, _ in self._last_seen}):
+            self._reported[symbol] = state
+            out.append(
+                Status(
+                    exchange=self.exchange,
+                    symbol=symbol,
+                    stream="all",
+                    state=state,
+                    reason=reason,
+                    ts=self._clock_ns(),
+                )
+            )
+        return out
+
+    def _report(self, symbol: str, stream: Stream, reason: str) -> Status | None:
+        state = self.state(symbol)
+        if self._reported.get(symbol) == state:
+            return None
+        self._reported[symbol] = state
+        return Status(
+            exchange=self.exchange,
+            symbol=symbol,
+            stream=stream,
+            state=state,
+            reason=reason,
+            ts=self._clock_ns(),
+        )

@@ -1,0 +1,225 @@
+"""Binance connections that survive production, against the fake Binance on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from schemas import DepthUpdate, Status, TradeTick, subjects
+from services.common.bus import Bus
+from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.service import feed_health
+from services.connector_feed.settings import FeedSettings
+from services.connector_feed.stream import HFTConnectorStream
+from tests.fake_binance import FakeBinance, book_scenario, dumps, server_shutdown, spot_trade
+from tests.helpers import eventually
+
+TS = 1_770_000_000_000
+QUICK = ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0, reset_after_s=60)
+
+
+@asynccontextmanager
+async def feed(
+    venue: FakeBinance, nats_url: str, symbols: str, policy: ReconnectPolicy = QUICK, **overrides: Any
+) -> AsyncIterator[HFTConnectorStream]:
+    settings = FeedSettings(
+        data_source="binance_ws",
+        binance_market=venue.market,
+        symbols=symbols,
+        binance_ws_url=venue.ws_url,
+        binance_rest_url=venue.rest_url,
+        **overrides,
+    )
+    bus = await Bus.connect(nats_url, "test-binance-resilience")
+    stream = HFTConnectorStream(
+        BinanceConnector(settings),
+        bus,
+        settings.symbols,
+        Reconnector(policy),
+        100_000,
+        0.001,
+        connector_label="binance",
+    )
+    task = asyncio.create_task(stream.run())
+    try:
+        yield stream
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await stream.close()
+        await bus.drain()
+
+
+async def _collect(nc: Client, subject: str) -> list[Msg]:
+    received: list[Msg] = []
+
+    async def on_msg(msg: Msg) -> None:
+        received.append(msg)
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    return received
+
+
+def _states(messages: list[Msg]) -> list[str]:
+    return [Status.model_validate_json(m.data).state for m in messages]
+
+
+def _snapshots(messages: list[Msg]) -> int:
+    return sum(DepthUpdate.model_validate_json(m.data).is_snapshot for m in messages)
+
+
+async def test_a_dropped_connection_reconnects_and_resyncs_every_book(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    snapshot, diffs, _ = book_scenario(unique, "spot", 40, seed=4, levels=20)
+    statuses = await _collect(nc, subjects.status(unique))
+    depth = await _collect(nc, subjects.depth(unique))
+    async with FakeBinance("spot") as venue, feed(venue, nats_url, unique) as stream:
+        venue.load_snapshot(snapshot)
+        name = f"{unique.lower()}@depth@100ms"
+        await venue.wait_for_subscribers([name])
+        for diff in diffs[:10]:
+            await venue.send(name, diff)
+        await eventually(lambda: _snapshots(depth) == 1)
+
+        await venue.drop_connections()
+        await venue.wait_for_connections(2)
+        await venue.wait_for_subscribers([name])
+        venue.set_snapshot(unique, diffs[12]["u"], snapshot.bids, snapshot.asks)  # the venue moved on
+        for diff in diffs[10:]:
+            await venue.send(name, diff)
+        await eventually(lambda: _snapshots(depth) == 2)
+        await eventually(lambda: _states(statuses)[-1:] == ["live"])
+
+    assert stream.reconnector.total_reconnects == 1
+    assert len(venue.snapshot_requests) == 2  # every book is rebuilt after a reconnect
+    states = _states(statuses)
+    assert states[states.index("reconnecting") :] == ["reconnecting", "resyncing", "live"]
+
+
+async def test_a_connection_that_drops_at_once_backs_off_instead_of_storming(
+    nats_url: str, unique: str
+) -> None:
+    policy = ReconnectPolicy(initial_s=0.05, max_s=0.8, max_attempts=0, reset_after_s=30)
+    async with FakeBinance("spot") as venue, feed(venue, nats_url, unique, policy) as stream:
+        for count in range(1, 6):
+            await venue.wait_for_connections(count, timeout=5)
+            await venue.drop_connections()
+        opened = [c.opened_at for c in venue.connections[:5]]
+
+    gaps = [b - a for a, b in itertools.pairwise(opened)]
+    assert gaps == sorted(gaps), gaps
+    assert all(gap >= policy.delay(attempt) for attempt, gap in enumerate(gaps, start=1)), (
+        gaps
+    )  # 0.05, 0.1, 0.2, 0.4
+    assert stream.reconnector.attempts >= 4  # never reset: no connection lived 30 s
+
+
+async def _rotation(nats_url: str, nc: Client, unique: str, trigger: str) -> None:
+    snapshot, diffs, _ = book_scenario(unique, "spot", 60, seed=6, levels=20)
+    depth = await _collect(nc, subjects.depth(unique))
+    trades = await _collect(nc, subjects.trades(unique))
+    overrides: dict[str, Any] = {"binance_rotate_after_s": 0.5} if trigger == "age" else {}
+    async with FakeBinance("spot") as venue, feed(venue, nats_url, unique, **overrides) as stream:
+        venue.load_snapshot(snapshot)
+        streams = [f"{unique.lower()}@depth@100ms", f"{unique.lower()}@trade"]
+        await venue.wait_for_subscribers(streams)
+        for i, diff in enumerate(diffs[:30]):
+            await venue.send(streams[0], diff)
+            await venue.send(streams[1], spot_trade(unique, i + 1, "1.00000000", "1.00000000", False, TS + i))
+        await eventually(lambda: _snapshots(depth) == 1)
+        if trigger == "serverShutdown":
+            await venue.send_raw(dumps(server_shutdown(TS, combined=True)))
+        await venue.wait_for_connections(2)
+        for i, diff in enumerate(diffs[30:], start=30):  # to every open socket: duplicates while switching
+            await venue.send(streams[0], diff)
+            await venue.send(streams[1], spot_trade(unique, i + 1, "1.00000000", "1.00000000", False, TS + i))
+            await asyncio.sleep(0.005)
+        await eventually(lambda: len(venue.open_connections) == 1)
+        await eventually(lambda: len(trades) == 60)
+        health = stream.connector.get_health_status()
+
+    assert health["rotations"] >= 1 and stream.reconnector.total_reconnects == 0
+    assert len(venue.snapshot_requests) == 1, "a rotation must not resync a book"
+    assert _snapshots(depth) == 1
+    assert [TradeTick.model_validate_json(m.data).trade_id for m in trades] == list(range(1, 61))  # once each
+    updates = [DepthUpdate.model_validate_json(m.data) for m in depth]
+    assert all(b.first_update_id == a.last_update_id + 1 for a, b in itertools.pairwise(updates))
+
+
+async def test_server_shutdown_switches_sockets_without_a_gap(nats_url: str, nc: Client, unique: str) -> None:
+    await _rotation(nats_url, nc, unique, "serverShutdown")
+
+
+async def test_rotation_before_the_24_hour_cut_is_seamless(nats_url: str, nc: Client, unique: str) -> None:
+    await _rotation(nats_url, nc, unique, "age")
+
+
+async def test_a_silent_depth_stream_is_stale_then_live_again(nats_url: str, nc: Client, unique: str) -> None:
+    snapshot, diffs, _ = book_scenario(unique, "spot", 20, seed=8, levels=20)
+    statuses = await _collect(nc, subjects.status(unique))
+    async with (
+        FakeBinance("spot") as venue,
+        feed(venue, nats_url, unique, binance_stale_depth_s=0.3) as stream,
+    ):
+        venue.load_snapshot(snapshot)
+        name = f"{unique.lower()}@depth@100ms"
+        await venue.wait_for_subscribers([name])
+        for diff in diffs[:10]:
+            await venue.send(name, diff)
+        await eventually(lambda: "live" in _states(statuses))
+        await eventually(lambda: _states(statuses)[-1:] == ["stale"])  # silence > 0.3 s
+        stale_health = feed_health(stream, stream.bus, 60.0, stream.telemetry).report()
+        await venue.send(name, diffs[10])
+        await eventually(lambda: _states(statuses)[-1:] == ["live"])
+        live_health = feed_health(stream, stream.bus, 60.0, stream.telemetry).report()
+
+    stale = Status.model_validate_json(statuses[_states(statuses).index("stale")].data)
+    assert (stale.stream, stale.symbol, stale.exchange) == ("depth", unique, "binance")
+    assert stale_health["status"] == "degraded"
+    assert stale_health["connector"]["connector_health"]["symbols"] == {unique: "stale"}
+    assert live_health["connector"]["connector_health"]["symbols"] == {unique: "live"}
+
+
+async def test_429_with_retry_after_delays_the_next_snapshot(nats_url: str, nc: Client, unique: str) -> None:
+    snapshot, diffs, _ = book_scenario(unique, "spot", 10, seed=9, levels=20)
+    depth = await _collect(nc, subjects.depth(unique))
+    async with FakeBinance("spot") as venue, feed(venue, nats_url, unique):
+        venue.load_snapshot(snapshot)
+        venue.reject_next(status=429, retry_after=1)
+        name = f"{unique.lower()}@depth@100ms"
+        await venue.wait_for_subscribers([name])
+        for diff in diffs:
+            await venue.send(name, diff)
+        await eventually(lambda: _snapshots(depth) == 1)
+
+    first, second = venue.snapshot_requests[:2]
+    assert second.at - first.at >= 1.0
+
+
+async def test_more_symbols_than_one_connection_holds_spread_over_several(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    symbols = [f"{unique}{i}" for i in range(5)]  # 10 streams, 4 per connection -> 3 connections
+    received = await _collect(nc, "md.*.trades")
+    async with (
+        FakeBinance("spot", max_streams=4) as venue,
+        feed(venue, nats_url, ",".join(symbols), binance_max_streams_per_connection=4),
+    ):
+        await venue.wait_for_subscribers([f"{s.lower()}@trade" for s in symbols])
+        for i, symbol in enumerate(symbols):
+            await venue.send(
+                f"{symbol.lower()}@trade", spot_trade(symbol, 1, "1.00000000", "2.00000000", True, TS + i)
+            )
+        await eventually(lambda: len([m for m in received if m.subject.startswith(f"md.{unique}")]) == 5)
+
+    assert len(venue.connections) == 3
+    assert all(len(c.streams) <= 4 for c in venue.connections)
