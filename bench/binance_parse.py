@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bench._harness import console, machine, save, show
-from services.connector_feed.binance.book import LocalBook, Snapshot
-from services.connector_feed.binance.parse import BinanceParser, DepthDiff
+from services.connector_feed.binance.book import LocalBook
+from services.connector_feed.binance.parse import BinanceParser, DepthDiff, Snapshot
 from services.connector_feed.events import Trade
 
 TICK = Decimal("0.01")

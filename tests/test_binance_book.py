@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from services.connector_feed.binance.book import LocalBook, Snapshot
-from services.connector_feed.binance.parse import DepthDiff
+from services.connector_feed.binance.book import LocalBook
+from services.connector_feed.binance.parse import DepthDiff, Snapshot
 
 
 def _diff(

@@ -17,6 +17,13 @@ def build_connector(settings: FeedSettings) -> tuple[ConnectorWrapper, str]:
 
         return BinanceConnector(settings), f"binance_{settings.binance_market}"
     name = settings.connector_name
+    if name == "replay":
+        from services.connector_feed.binance.replay import ReplayConnector
+
+        try:
+            return ReplayConnector(settings), "replay"
+        except ValueError as error:
+            raise FatalError(str(error)) from None
     cls = BUILT_IN.get(name)
     if cls is None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -68,6 +69,16 @@ class FeedSettings(CommonSettings, ReconnectSettings):
         default=60.0,
         gt=0,
         description="no pong / no frame for this long closes the connection (then reconnect)",
+    )
+    record_dir: Path | None = Field(
+        default=None,
+        description="record raw Binance frames and snapshots here (<exchange>/<SYMBOL>_<YYYYMMDD>.gz)",
+    )
+    replay_path: Path | None = Field(
+        default=None, description="CONNECTOR_NAME=replay: a recording, or a folder"
+    )
+    replay_speed: float = Field(
+        default=1.0, ge=0, description="replay pace: 1 = as recorded, 10 = 10x, 0 = flat out"
     )
     stub_start_price: str = Field(
         default="50000.00", pattern=r"^[0-9]+\.[0-9]{2}$", description="first stub price"

@@ -18,19 +18,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from services.common.book import OrderBook
-from services.connector_feed.binance.parse import DepthDiff
-from services.connector_feed.events import Depth, WireLevel
+from services.connector_feed.binance.parse import DepthDiff, Snapshot
+from services.connector_feed.events import Depth
 
 State = Literal["waiting", "synced"]
 #: Diffs buffered while a snapshot is fetched (100 ms stream: ~100 s); beyond it, start over.
 MAX_BUFFER = 1000
-
-
-@dataclass
-class Snapshot:
-    last_update_id: int
-    bids: list[WireLevel]
-    asks: list[WireLevel]
 
 
 @dataclass

@@ -29,12 +29,14 @@ from services.connector_feed.binance.parse import (
     DepthDiff,
     MalformedFrame,
     PartialBook,
+    Snapshot,
     instrument_id,
 )
 from services.connector_feed.binance.rest import SnapshotError, SnapshotFetcher
 from services.connector_feed.binance.status import SymbolStates
 from services.connector_feed.connector import ConnectorWrapper
 from services.connector_feed.events import Depth, Event, Trade
+from services.connector_feed.recorder import CONNECTION_FILE, Recorder
 from services.connector_feed.settings import FeedSettings
 
 log = get_logger("binance")
@@ -93,20 +95,28 @@ class BinanceConnector(ConnectorWrapper):
         self.duplicates = 0
         self.rotations = 0
         self.pending_dropped = 0
+        self.record_dir = settings.record_dir
+        self.recorder: Recorder | None = None
 
     # ---- ConnectorWrapper --------------------------------------------------------------------
 
-    async def connect(self) -> None:
-        """Open the connections for every symbol in SYMBOLS; every book starts (re)syncing."""
-        await self.disconnect()
-        self._session = aiohttp.ClientSession()
-        self.fetcher = SnapshotFetcher(self.rest_url, self.market, self.depth_limit, self._session)
+    def prepare(self) -> None:
+        """Fresh books and states for every symbol (on connect; and by the replay connector)."""
         self.books = {}
         self.states = SymbolStates(self.exchange, self.symbols, ["trades", "depth"], self.stale_after_s)
         for symbol in self.symbols:
             if self.depth_stream == "diff":
                 self.books[symbol] = LocalBook(self.exchange, symbol, futures=self.market == "usdm")
                 self._status(self.states.book(symbol, synced=False, reason="connected: building the book"))
+
+    async def connect(self) -> None:
+        """Open the connections for every symbol in SYMBOLS; every book starts (re)syncing."""
+        await self.disconnect()
+        self._session = aiohttp.ClientSession()
+        self.fetcher = SnapshotFetcher(self.rest_url, self.market, self.depth_limit, self._session)
+        if self.record_dir is not None:
+            self.recorder = Recorder(self.record_dir, self.exchange)
+        self.prepare()
         for path, streams in plan(self._routes(), self.max_streams):
             link = await open_link(self.ws_url, path, streams, self.ping_timeout_s)
             self._start(link)
@@ -126,6 +136,9 @@ class BinanceConnector(ConnectorWrapper):
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self.recorder is not None:  # writes what is queued and closes every file properly
+            await asyncio.to_thread(self.recorder.close)
+            self.recorder = None
         self._snapshot_queued.clear()
         self._snapshots = asyncio.Queue()
 
@@ -144,6 +157,10 @@ class BinanceConnector(ConnectorWrapper):
                 await asyncio.wait_for(self._ready.wait(), WAIT_FOR_DATA_S)
             except TimeoutError:
                 return None
+        return self._pending.popleft() if self._pending else None
+
+    def pop_pending(self) -> Event | Status | None:
+        """The next parsed event without waiting (the replay connector drives the parser itself)."""
         return self._pending.popleft() if self._pending else None
 
     async def is_connected(self) -> bool:
@@ -282,10 +299,17 @@ class BinanceConnector(ConnectorWrapper):
         try:
             item = self.parser.parse(frame, ts_recv)
         except MalformedFrame as error:
+            if self.recorder is not None:
+                self.recorder.write(CONNECTION_FILE, ts_recv, frame)
             count = self.malformed[error.reason] = self.malformed.get(error.reason, 0) + 1
             if count <= 10 or count % 1000 == 0:
                 log.warning("binance_malformed_frame", reason=error.reason, detail=error.detail, count=count)
             return
+        if self.recorder is not None:
+            symbol = getattr(item, "symbol", None)
+            self.recorder.write(
+                self._venue_of.get(symbol, CONNECTION_FILE) if symbol else CONNECTION_FILE, ts_recv, frame
+            )
         if type(item) is Trade:
             self._on_trade(item)
         elif type(item) is DepthDiff:
@@ -361,21 +385,31 @@ class BinanceConnector(ConnectorWrapper):
                 self._want_snapshot(symbol)
                 continue
             self._snapshot_queued.discard(symbol)
-            events = book.on_snapshot(snapshot)
-            for event in events:
-                self._emit(event)
-            if events:
-                log.info(
-                    "binance_book_synced",
-                    symbol=symbol,
-                    last_update_id=book.last_update_id,
-                    levels=len(book.book),
-                    resyncs=book.stats.resyncs,
-                )
-                self._status(self.states.book(symbol, synced=True, reason="book in sync"))
+            received = time.time_ns()
+            if self.recorder is not None:
+                self.recorder.write(self._venue_of[symbol], received, snapshot.raw)
+            self.apply_snapshot(symbol, snapshot)
             if book.snapshot_wanted:  # refused as too old: ask again, but do not hammer the venue
                 await asyncio.sleep(REFETCH_DELAY_S)
                 self._want_snapshot(symbol)
+
+    def apply_snapshot(self, symbol: str, snapshot: Snapshot) -> None:
+        """A REST snapshot for ``symbol`` (fetched now, or read from a recording)."""
+        book = self.books.get(symbol)
+        if book is None:
+            return
+        events = book.on_snapshot(snapshot)
+        for event in events:
+            self._emit(event)
+        if events:
+            log.info(
+                "binance_book_synced",
+                symbol=symbol,
+                last_update_id=book.last_update_id,
+                levels=len(book.book),
+                resyncs=book.stats.resyncs,
+            )
+            self._status(self.states.book(symbol, synced=True, reason="book in sync"))
 
     def _status(self, status: Status | None) -> None:
         if status is not None:

@@ -46,6 +46,29 @@ class DepthDiff:
 
 
 @dataclass(slots=True)
+class Snapshot:
+    """A REST depth snapshot; ``raw`` keeps the body as received (for recordings)."""
+
+    last_update_id: int
+    bids: list[WireLevel]
+    asks: list[WireLevel]
+    raw: str = ""
+
+
+def parse_rest_snapshot(body: str | bytes) -> Snapshot:
+    """``{"lastUpdateId": ..., "bids": [...], "asks": [...]}`` (futures add ``E``, ``T``)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MalformedFrame("bad_snapshot", f"not JSON: {body[:80]!r}") from None
+    last = data.get("lastUpdateId") if type(data) is dict else None
+    if type(last) is not int:
+        raise MalformedFrame("bad_snapshot", f"no lastUpdateId in {body[:80]!r}")
+    raw = body if isinstance(body, str) else body.decode()
+    return Snapshot(last, parse_levels(data.get("bids")), parse_levels(data.get("asks")), raw)
+
+
+@dataclass(slots=True)
 class PartialBook:
     symbol: str
     last_update_id: int

@@ -13,11 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-import orjson
 
 from services.common.logging import get_logger
-from services.connector_feed.binance.book import Snapshot
-from services.connector_feed.binance.parse import MalformedFrame, Market, parse_levels
+from services.connector_feed.binance.parse import MalformedFrame, Market, Snapshot, parse_rest_snapshot
 
 log = get_logger("binance")
 
@@ -117,11 +115,7 @@ class SnapshotFetcher:
                 raise _ServerError(f"HTTP {reply.status}")
             if reply.status != 200:
                 raise SnapshotError(f"{venue_symbol}: HTTP {reply.status} {body[:200]!r}")
-        data = orjson.loads(body)
-        last = data.get("lastUpdateId") if isinstance(data, dict) else None
-        if type(last) is not int:
-            raise MalformedFrame("bad_snapshot", f"no lastUpdateId in {body[:100]!r}")
-        return Snapshot(last, parse_levels(data.get("bids")), parse_levels(data.get("asks")))
+        return parse_rest_snapshot(body)
 
 
 class _RetryAfter(Exception):
