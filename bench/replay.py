@@ -1,0 +1,155 @@
+"""Replay speed: a large synthetic recording through ReplayConnector at REPLAY_SPEED=0, beside
+the live parse path (BinanceParser + LocalBook on the same frames) measured in the same run.
+
+    python -m bench.replay --n 200000 --runs 3 --json bench/results/replay.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench._harness import console, machine, save, show
+from bench.binance_parse import agg_trade_frames, depth_frames
+from services.connector_feed.binance.book import LocalBook
+from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.binance.parse import BinanceParser, DepthDiff, Snapshot
+from services.connector_feed.binance.replay import ReplayConnector
+from services.connector_feed.settings import FeedSettings
+
+T0_NS = 1_767_225_600_000_000_000
+
+
+def write_recording(folder: Path, n: int, seed: int) -> tuple[list[bytes], Snapshot]:
+    """A day file of BTCUSDT: a REST snapshot line, then trades and depth diffs interleaved."""
+    rng = random.Random(seed)
+    trades = agg_trade_frames(n // 2, rng)
+    snapshot, diffs, _ = depth_frames(n // 2, rng)
+    first = json.loads(diffs[0])["data"]
+    snapshot = Snapshot(first["U"] - 1, snapshot.bids, snapshot.asks)
+    body = json.dumps(
+        {"lastUpdateId": snapshot.last_update_id, "bids": snapshot.bids, "asks": snapshot.asks},
+        separators=(",", ":"),
+    )
+    frames = [f for pair in zip(diffs, trades, strict=True) for f in pair]
+    lines = [f"{T0_NS} {body}"] + [f"{T0_NS + i + 1} {frame.decode()}" for i, frame in enumerate(frames)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "BTCUSDT_20260101.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), 6))
+    return frames, snapshot
+
+
+async def replay_once(folder: Path) -> tuple[float, int]:
+    connector = ReplayConnector(
+        FeedSettings(data_source="hft_connector", connector_name="replay", replay_path=folder, replay_speed=0)
+    )
+    await connector.connect()
+    events = 0
+    start = time.perf_counter()
+    while True:
+        event = await connector.next_event()
+        if event is not None:
+            events += 1
+        elif connector.finished:
+            break
+    return time.perf_counter() - start, events
+
+
+def live_once(frames: list[bytes], snapshot: Snapshot) -> tuple[float, int]:
+    parser = BinanceParser("spot", "aggTrade")
+    book = LocalBook("binance", "BTCUSDT", futures=False)
+    events = 0
+    start = time.perf_counter()
+    for frame in frames:
+        item = parser.parse(frame, 1)
+        if type(item) is DepthDiff:
+            produced = book.on_diff(item)
+            if book.snapshot_wanted:
+                produced = book.on_snapshot(snapshot)
+            events += len(produced)
+        else:
+            events += 1
+    return time.perf_counter() - start, events
+
+
+def connector_once(frames: list[bytes], snapshot: Snapshot) -> tuple[float, int]:
+    """The live connector's own per-frame path (``on_frame``: parse, books, statuses, dedupe)."""
+    connector = BinanceConnector(FeedSettings(data_source="binance_ws", binance_trade_stream="aggTrade"))
+    connector.prepare()
+    events = 0
+    start = time.perf_counter()
+    for i, frame in enumerate(frames):
+        connector.on_frame(frame, T0_NS + i)
+        if i == 0:
+            connector.apply_snapshot("BTCUSDT", snapshot)
+        while connector.pop_pending() is not None:
+            events += 1
+    return time.perf_counter() - start, events
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--n", type=int, default=200_000, help="frames in the recording (half trades, half depth)"
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    info = machine()
+    rates: dict[str, list[float]] = {"replay": [], "parse": [], "connector": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "binance"
+        frames, snapshot = write_recording(folder, args.n, seed=5)
+        size = (folder / "BTCUSDT_20260101.gz").stat().st_size
+        for run in range(args.runs):
+            rates["replay"].append(len(frames) / uvloop.run(replay_once(folder))[0])
+            rates["parse"].append(len(frames) / live_once(frames, snapshot)[0])
+            rates["connector"].append(len(frames) / connector_once(frames, snapshot)[0])
+            console.print(
+                f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} frames/s" for k, v in rates.items())
+            )
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    result: dict[str, Any] = {
+        "frames": len(frames),
+        "gzip_bytes": size,
+        "frames_per_s": rates,
+        "medians": medians,
+        "replay_over_parse": medians["replay"] / medians["parse"],
+        "replay_over_connector": medians["replay"] / medians["connector"],
+    }
+    show(
+        "replay at REPLAY_SPEED=0 vs the live paths (frames/s, medians)",
+        [
+            "frames",
+            "replay (gzip -> events)",
+            "live: parser + book",
+            "live: connector on_frame",
+            "replay / parser",
+            "replay / connector",
+        ],
+        [
+            [
+                len(frames),
+                medians["replay"],
+                medians["parse"],
+                medians["connector"],
+                f"{result['replay_over_parse']:.2f}",
+                f"{result['replay_over_connector']:.2f}",
+            ]
+        ],
+    )
+    save(args.json, {"machine": info, "args": vars(args), "results": result})
+
+
+if __name__ == "__main__":
+    main()
