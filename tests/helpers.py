@@ -1,10 +1,19 @@
-"""Test helpers: wait for a condition instead of sleeping."""
+"""Test helpers: wait for a condition instead of sleeping; collect messages; run a feed stream."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from services.common.bus import Bus
+from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.connector_feed.connector import ConnectorWrapper
+from services.connector_feed.stream import HFTConnectorStream
 
 
 async def eventually(
@@ -22,3 +31,38 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s") from last_error
         await asyncio.sleep(interval_s)
+
+
+async def collect(nc: Client, subject: str) -> list[Msg]:
+    """Subscribe (flushed, so nothing published after this returns is missed) and gather messages."""
+    received: list[Msg] = []
+
+    async def on_msg(msg: Msg) -> None:
+        received.append(msg)
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    return received
+
+
+@asynccontextmanager
+async def running_stream(
+    connector: ConnectorWrapper,
+    nats_url: str,
+    symbols: list[str],
+    policy: ReconnectPolicy,
+    label: str = "test",
+) -> AsyncIterator[HFTConnectorStream]:
+    """A feed stream (connector -> NATS) running for the block, then closed and drained."""
+    bus = await Bus.connect(nats_url, f"test-{label}")
+    stream = HFTConnectorStream(
+        connector, bus, symbols, Reconnector(policy), 100_000, 0.001, connector_label=label
+    )
+    task = asyncio.create_task(stream.run())
+    try:
+        yield stream
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await stream.close()
+        await bus.drain()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,8 +12,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from schemas import DepthUpdate, TradeTick, subjects
-from services.common.bus import Bus
-from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.service import feed_health
 from services.connector_feed.settings import FeedSettings
@@ -33,7 +31,7 @@ from tests.fake_binance import (
     spot_trade,
     subscription_reply,
 )
-from tests.helpers import eventually
+from tests.helpers import collect, eventually, running_stream
 
 TS = 1_770_000_000_000
 
@@ -91,35 +89,14 @@ async def feed(
         binance_depth_limit=1000,
         binance_depth_stream=depth_stream,
     )
-    bus = await Bus.connect(nats_url, "test-binance")
-    stream = HFTConnectorStream(
+    async with running_stream(
         BinanceConnector(settings),
-        bus,
+        nats_url,
         settings.symbols,
-        Reconnector(ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0)),
-        100_000,
-        0.001,
-        connector_label="binance",
-    )
-    task = asyncio.create_task(stream.run())
-    try:
+        ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0),
+        "binance",
+    ) as stream:
         yield stream
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await stream.close()
-        await bus.drain()
-
-
-async def _collect(nc: Client, subject: str) -> list[Msg]:
-    received: list[Msg] = []
-
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg)
-
-    await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()
-    return received
 
 
 def _books(messages: list[Msg]) -> SubscriberBook:
@@ -135,7 +112,7 @@ async def _run_book(nats_url: str, nc: Client, market: Market, unique: str) -> N
     # 500 levels a side: the whole snapshot fits the REST limit (1000), so the book is fully known.
     snapshot, diffs, expected = book_scenario(venue_symbol, market, 400, seed=11, levels=500)
     assert expected is not None
-    depth = await _collect(nc, subjects.depth(published))
+    depth = await collect(nc, subjects.depth(published))
     async with FakeBinance(market) as venue:
         venue.load_snapshot(snapshot)
         async with feed(venue, nats_url, market, venue_symbol):
@@ -167,7 +144,7 @@ async def test_futures_book_rebuilt_by_a_subscriber_equals_snapshot_plus_diffs(
 async def test_every_spot_trade_reaches_nats_once_with_its_decimal_strings(
     nats_url: str, nc: Client, unique: str
 ) -> None:
-    trades = await _collect(nc, subjects.trades(unique))
+    trades = await collect(nc, subjects.trades(unique))
     async with FakeBinance("spot") as venue, feed(venue, nats_url, "spot", unique) as stream:
         name = f"{unique.lower()}@trade"
         await venue.wait_for_subscribers([name])
@@ -193,7 +170,7 @@ async def test_every_spot_trade_reaches_nats_once_with_its_decimal_strings(
 async def test_futures_trades_come_over_the_routed_market_path(
     nats_url: str, nc: Client, unique: str
 ) -> None:
-    trades = await _collect(nc, subjects.trades(unique + "-PERP"))
+    trades = await collect(nc, subjects.trades(unique + "-PERP"))
     async with FakeBinance("usdm") as venue, feed(venue, nats_url, "usdm", unique):
         name = f"{unique.lower()}@aggTrade"
         await venue.wait_for_subscribers([name, f"{unique.lower()}@depth@100ms"])
@@ -214,8 +191,8 @@ async def test_a_gap_resyncs_that_symbol_alone(nats_url: str, nc: Client, unique
     snap_a, diffs_a, _ = book_scenario(a, "spot", 60, seed=1, levels=50, gap_at=30)
     snap_b, diffs_b, expected_b = book_scenario(b, "spot", 60, seed=2, levels=50)
     assert expected_b is not None
-    depth_a = await _collect(nc, subjects.depth(a))
-    depth_b = await _collect(nc, subjects.depth(b))
+    depth_a = await collect(nc, subjects.depth(a))
+    depth_b = await collect(nc, subjects.depth(b))
     async with FakeBinance("spot") as venue:
         venue.load_snapshot(snap_a)
         venue.load_snapshot(snap_b)
@@ -246,7 +223,7 @@ async def test_a_gap_resyncs_that_symbol_alone(nats_url: str, nc: Client, unique
 async def test_malformed_and_control_frames_are_skipped_without_a_reconnect(
     nats_url: str, nc: Client, unique: str
 ) -> None:
-    trades = await _collect(nc, subjects.trades(unique))
+    trades = await collect(nc, subjects.trades(unique))
     async with FakeBinance("spot") as venue, feed(venue, nats_url, "spot", unique) as stream:
         name = f"{unique.lower()}@trade"
         await venue.wait_for_subscribers([name])
@@ -268,7 +245,7 @@ async def test_malformed_and_control_frames_are_skipped_without_a_reconnect(
 
 
 async def test_partial_book_mode_publishes_snapshots(nats_url: str, nc: Client, unique: str) -> None:
-    depth = await _collect(nc, subjects.depth(unique))
+    depth = await collect(nc, subjects.depth(unique))
     async with FakeBinance("spot") as venue, feed(venue, nats_url, "spot", unique, "partial5"):
         name = f"{unique.lower()}@depth5@100ms"
         await venue.wait_for_subscribers([name])
@@ -289,7 +266,7 @@ async def test_health_says_resyncing_while_a_snapshot_is_awaited(
     nats_url: str, nc: Client, unique: str
 ) -> None:
     snapshot, diffs, _ = book_scenario(unique, "spot", 20, seed=3, levels=20)
-    depth = await _collect(nc, subjects.depth(unique))
+    depth = await collect(nc, subjects.depth(unique))
     async with FakeBinance("spot") as venue:
         venue.load_snapshot(snapshot)
         venue.hold_snapshots()

@@ -12,14 +12,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from schemas import DepthUpdate, Status, TradeTick, subjects
-from services.common.bus import Bus
-from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.service import feed_health
 from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
 from tests.fake_binance import FakeBinance, book_scenario, dumps, server_shutdown, spot_trade
-from tests.helpers import eventually
+from tests.helpers import collect, eventually, running_stream
 
 TS = 1_770_000_000_000
 QUICK = ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0, reset_after_s=60)
@@ -37,35 +36,10 @@ async def feed(
         binance_rest_url=venue.rest_url,
         **overrides,
     )
-    bus = await Bus.connect(nats_url, "test-binance-resilience")
-    stream = HFTConnectorStream(
-        BinanceConnector(settings),
-        bus,
-        settings.symbols,
-        Reconnector(policy),
-        100_000,
-        0.001,
-        connector_label="binance",
-    )
-    task = asyncio.create_task(stream.run())
-    try:
+    async with running_stream(
+        BinanceConnector(settings), nats_url, settings.symbols, policy, "binance"
+    ) as stream:
         yield stream
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await stream.close()
-        await bus.drain()
-
-
-async def _collect(nc: Client, subject: str) -> list[Msg]:
-    received: list[Msg] = []
-
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg)
-
-    await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()
-    return received
 
 
 def _states(messages: list[Msg]) -> list[str]:
@@ -80,8 +54,8 @@ async def test_a_dropped_connection_reconnects_and_resyncs_every_book(
     nats_url: str, nc: Client, unique: str
 ) -> None:
     snapshot, diffs, _ = book_scenario(unique, "spot", 40, seed=4, levels=20)
-    statuses = await _collect(nc, subjects.status(unique))
-    depth = await _collect(nc, subjects.depth(unique))
+    statuses = await collect(nc, subjects.status(unique))
+    depth = await collect(nc, subjects.depth(unique))
     async with FakeBinance("spot") as venue, feed(venue, nats_url, unique) as stream:
         venue.load_snapshot(snapshot)
         name = f"{unique.lower()}@depth@100ms"
@@ -125,8 +99,8 @@ async def test_a_connection_that_drops_at_once_backs_off_instead_of_storming(
 
 async def _rotation(nats_url: str, nc: Client, unique: str, trigger: str) -> None:
     snapshot, diffs, _ = book_scenario(unique, "spot", 60, seed=6, levels=20)
-    depth = await _collect(nc, subjects.depth(unique))
-    trades = await _collect(nc, subjects.trades(unique))
+    depth = await collect(nc, subjects.depth(unique))
+    trades = await collect(nc, subjects.trades(unique))
     overrides: dict[str, Any] = {"binance_rotate_after_s": 0.5} if trigger == "age" else {}
     async with FakeBinance("spot") as venue, feed(venue, nats_url, unique, **overrides) as stream:
         venue.load_snapshot(snapshot)
@@ -165,7 +139,7 @@ async def test_rotation_before_the_24_hour_cut_is_seamless(nats_url: str, nc: Cl
 
 async def test_a_silent_depth_stream_is_stale_then_live_again(nats_url: str, nc: Client, unique: str) -> None:
     snapshot, diffs, _ = book_scenario(unique, "spot", 20, seed=8, levels=20)
-    statuses = await _collect(nc, subjects.status(unique))
+    statuses = await collect(nc, subjects.status(unique))
     async with (
         FakeBinance("spot") as venue,
         feed(venue, nats_url, unique, binance_stale_depth_s=0.3) as stream,
@@ -191,7 +165,7 @@ async def test_a_silent_depth_stream_is_stale_then_live_again(nats_url: str, nc:
 
 async def test_429_with_retry_after_delays_the_next_snapshot(nats_url: str, nc: Client, unique: str) -> None:
     snapshot, diffs, _ = book_scenario(unique, "spot", 10, seed=9, levels=20)
-    depth = await _collect(nc, subjects.depth(unique))
+    depth = await collect(nc, subjects.depth(unique))
     async with FakeBinance("spot") as venue, feed(venue, nats_url, unique):
         venue.load_snapshot(snapshot)
         venue.reject_next(status=429, retry_after=1)
@@ -209,7 +183,7 @@ async def test_more_symbols_than_one_connection_holds_spread_over_several(
     nats_url: str, nc: Client, unique: str
 ) -> None:
     symbols = [f"{unique}{i}" for i in range(5)]  # 10 streams, 4 per connection -> 3 connections
-    received = await _collect(nc, "md.*.trades")
+    received = await collect(nc, "md.*.trades")
     async with (
         FakeBinance("spot", max_streams=4) as venue,
         feed(venue, nats_url, ",".join(symbols), binance_max_streams_per_connection=4),

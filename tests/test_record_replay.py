@@ -8,55 +8,22 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from schemas import DepthUpdate, TradeTick, subjects
-from services.common.bus import Bus
-from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.binance.replay import ReplayConnector
-from services.connector_feed.connector import ConnectorWrapper
 from services.connector_feed.recorder import Recorder
 from services.connector_feed.settings import FeedSettings
-from services.connector_feed.stream import HFTConnectorStream
 from tests.fake_binance import FakeBinance, book_scenario, spot_trade
-from tests.helpers import eventually
+from tests.helpers import collect, eventually, running_stream
 
 ROOT = Path(__file__).parent.parent
 TS = 1_770_000_000_000
 QUICK = ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0)
-
-
-@asynccontextmanager
-async def running(
-    connector: ConnectorWrapper, nats_url: str, symbols: list[str]
-) -> AsyncIterator[HFTConnectorStream]:
-    bus = await Bus.connect(nats_url, "test-record-replay")
-    stream = HFTConnectorStream(connector, bus, symbols, Reconnector(QUICK), 100_000, 0.001)
-    task = asyncio.create_task(stream.run())
-    try:
-        yield stream
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await stream.close()
-        await bus.drain()
-
-
-async def _collect(nc: Client, subject: str) -> list[Msg]:
-    received: list[Msg] = []
-
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg)
-
-    await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()
-    return received
 
 
 async def test_a_replay_publishes_exactly_what_the_live_feed_published(
@@ -65,14 +32,14 @@ async def test_a_replay_publishes_exactly_what_the_live_feed_published(
     snapshot, diffs, expected = book_scenario(unique, "spot", 120, seed=21, levels=100)
     assert expected is not None
     settings = FeedSettings(data_source="binance_ws", symbols=unique, record_dir=tmp_path)
-    live_trades = await _collect(nc, subjects.trades(unique))
-    live_depth = await _collect(nc, subjects.depth(unique))
+    live_trades = await collect(nc, subjects.trades(unique))
+    live_depth = await collect(nc, subjects.depth(unique))
     async with FakeBinance("spot") as venue:
         venue.load_snapshot(snapshot)
         settings = settings.model_copy(
             update={"binance_ws_url": venue.ws_url, "binance_rest_url": venue.rest_url}
         )
-        async with running(BinanceConnector(settings), nats_url, [unique]):
+        async with running_stream(BinanceConnector(settings), nats_url, [unique], QUICK):
             streams = [f"{unique.lower()}@depth@100ms", f"{unique.lower()}@trade"]
             await venue.wait_for_subscribers(streams)
             for i, diff in enumerate(diffs):
@@ -98,7 +65,7 @@ async def test_a_replay_publishes_exactly_what_the_live_feed_published(
     live_trades.clear()
     live_depth.clear()
     replay = ReplayConnector(replay_settings)
-    async with running(replay, nats_url, [unique]):
+    async with running_stream(replay, nats_url, [unique], QUICK):
         await eventually(lambda: replay.finished and len(live_trades) == len(live_trade_bytes))
         await eventually(lambda: len(live_depth) == len(live_depth_bytes))
 
@@ -130,11 +97,11 @@ async def test_a_corrupt_or_truncated_file_is_reported_and_the_replay_goes_on(
     truncated = gzip.compress(good.replace(unique, unique + "T").encode())
     (folder / f"{unique}T_20260101.gz").write_bytes(truncated[: len(truncated) // 2])
     (folder / f"{unique}Z_20260101.gz").write_bytes(b"this is not gzip at all")
-    trades = await _collect(nc, subjects.trades(unique))
+    trades = await collect(nc, subjects.trades(unique))
     replay = ReplayConnector(
         FeedSettings(data_source="hft_connector", connector_name="replay", replay_path=folder, replay_speed=0)
     )
-    async with running(replay, nats_url, [unique]):
+    async with running_stream(replay, nats_url, [unique], QUICK):
         await eventually(lambda: replay.finished and len(trades) == 50)
         errors = replay.get_health_status()["replay"]["errors"]
 

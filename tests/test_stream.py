@@ -11,7 +11,6 @@ from typing import Any
 import jsonschema
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from schemas import DepthUpdate, TradeTick, subjects
 from services.common.bus import Bus
@@ -21,7 +20,7 @@ from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import ConnectorGaveUp, HFTConnectorStream
 from services.connector_feed.stub import StubbedConnector
 from tests.fakes import ScriptedConnector
-from tests.helpers import eventually
+from tests.helpers import collect, eventually
 
 ROOT = Path(__file__).parent.parent
 SCHEMAS = {
@@ -46,17 +45,6 @@ def _trade(i: int, symbol: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def _collect(nc: Client, subject: str) -> list[Msg]:
-    received: list[Msg] = []
-
-    async def on_msg(msg: Msg) -> None:
-        received.append(msg)
-
-    await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()
-    return received
-
-
 async def _stream(
     nats_url: str,
     connector: ConnectorWrapper,
@@ -74,8 +62,8 @@ async def test_stub_feed_publishes_contracts_that_match_the_json_schemas(
     settings = FeedSettings(
         data_source="hft_connector", symbols=unique, stub_seed=1, stub_trades_per_s=200, stub_depth_per_s=50
     )
-    trades = await _collect(nc, subjects.trades(unique))
-    depth = await _collect(nc, subjects.depth(unique))
+    trades = await collect(nc, subjects.trades(unique))
+    depth = await collect(nc, subjects.depth(unique))
     stream, bus = await _stream(nats_url, StubbedConnector(settings), [unique])
 
     task = asyncio.create_task(stream.run())
@@ -103,7 +91,7 @@ async def test_every_event_published_once_and_close_flushes_the_queue(
     nats_url: str, nc: Client, unique: str
 ) -> None:
     connector = ScriptedConnector(events=[_trade(i, unique) for i in range(1, 501)])
-    trades = await _collect(nc, subjects.trades(unique))
+    trades = await collect(nc, subjects.trades(unique))
     stream, bus = await _stream(nats_url, connector, [unique])
 
     task = asyncio.create_task(stream.run())
@@ -132,7 +120,7 @@ async def test_bad_events_are_counted_and_the_stream_carries_on(
         "garbage",
         _trade(4, unique),
     ]
-    trades = await _collect(nc, subjects.trades(unique))
+    trades = await collect(nc, subjects.trades(unique))
     stream, bus = await _stream(nats_url, ScriptedConnector(events=events), [unique])
 
     task = asyncio.create_task(stream.run())
@@ -158,7 +146,7 @@ async def test_reconnects_after_failures_and_a_dropped_connection(
     connector = ScriptedConnector(
         events=[_trade(i, unique) for i in range(1, 11)], fail_connects=2, drop_after=5
     )
-    trades = await _collect(nc, subjects.trades(unique))
+    trades = await collect(nc, subjects.trades(unique))
     stream, bus = await _stream(nats_url, connector, [unique])
 
     task = asyncio.create_task(stream.run())
