@@ -16,17 +16,18 @@ from opentelemetry import trace
 
 from schemas import Status, subjects
 from services.common import messaging
-from services.common.book import OrderBook
 from services.common.bus import Bus
 from services.common.logging import debug_enabled, get_logger
 from services.common.rates import RollingCounter
 from services.common.reconnect import Reconnector
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
+from services.connector_feed.books import FeedBooks
 from services.connector_feed.connector import ConnectorWrapper
 from services.connector_feed.events import Depth, Event, Trade
 from services.connector_feed.metrics import LAG_SAMPLE_EVERY, FeedLagHistograms
 from services.connector_feed.normalize import EventRejected, Normalizer
-from services.connector_feed.queue import EventQueue, Queued
+from services.connector_feed.publisher import Publisher
+from services.connector_feed.queue import EventQueue
 
 log = get_logger("connector_feed")
 
@@ -59,29 +60,21 @@ class HFTConnectorStream:
         self.poll_interval_s = poll_interval_s
         self.label = connector_label
         self.normalizer = Normalizer(connector.exchange, symbols)
-        self.books: dict[str, OrderBook] = {}
-        self._latest_depth: dict[str, Depth] = {}
-        self._synced: set[str] = set()  # symbols whose book came from a connector snapshot
-        self._base_snapshot: dict[str, Depth] = {}  # the newest snapshot, while no delta followed it
-        self.queue = EventQueue(max_queue, self._book_snapshot)
+        self.books = FeedBooks()
+        self.queue = EventQueue(max_queue, self.books.snapshot)
         self.connected = False
         self.gave_up = False
         self.last_event_ns: int | None = None  # receipt time (wall clock) of the newest event
         self.received = {"trade": 0, "depth": 0}
-        self.published = {"trade": 0, "depth": 0}
         self.rejected: dict[str, int] = {}
         # Wall-clock counters fed with each event's receipt time: no extra clock read per event.
         self.trade_rate = RollingCounter(clock=time.time)
         self.depth_rate = RollingCounter(clock=time.time)
-        self.publish_errors = 0
         self.connection_errors = 0
-        self._subjects: dict[tuple[str, str], str] = {}
         # Metrics: plain integers per (type, exchange, symbol[, reason]), read by observable
         # instruments; lag histograms get one sample in LAG_SAMPLE_EVERY events.
         self.received_by_key: dict[tuple[str, str, str], int] = {}
         self._status_symbols: set[str] = set()  # symbols the connector has reported on (published ids)
-        self.statuses: dict[str, str] = {}  # symbol -> the last published state
-        self.published_by_key: dict[tuple[str, str, str], int] = {}
         self.rejected_by_key: dict[tuple[str, str], int] = {}
         self.telemetry = telemetry or setup_telemetry(
             "connector_feed", TelemetrySettings(otel_sdk_disabled=True)
@@ -90,7 +83,20 @@ class HFTConnectorStream:
         self.lags = FeedLagHistograms(self.telemetry.meter())
         self._ingested = 0
         self._trace_countdown = self.telemetry.gap()  # 0: tracing off (counts below zero, never hits 0)
-        self._sent = 0
+        self.publisher = Publisher(bus, self._tracer, self.lags)
+
+    # The publisher's counters, where health, metrics and callers look for them.
+    @property
+    def published(self) -> dict[str, int]:
+        return self.publisher.published
+
+    @property
+    def published_by_key(self) -> dict[tuple[str, str, str], int]:
+        return self.publisher.published_by_key
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        return self.publisher.statuses
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -103,7 +109,7 @@ class HFTConnectorStream:
     async def close(self) -> None:
         """Disconnect the connector and publish what is still queued."""
         await self._disconnect()
-        await self._publish_batch(self.queue.pop_all())
+        await self.publisher.publish_batch(self.queue.pop_all())
 
     # ---- reader ----------------------------------------------------------------------------
 
@@ -148,7 +154,7 @@ class HFTConnectorStream:
             self.gave_up = True
             log.error("connector_gave_up", connector=self.label, attempts=self.reconnector.attempts)
             self._status_all("down", f"gave up after {self.reconnector.attempts} reconnect attempts")
-            await self._publish_batch(self.queue.pop_all())
+            await self.publisher.publish_batch(self.queue.pop_all())
             raise ConnectorGaveUp(
                 f"connector {self.label!r} did not reconnect after {self.reconnector.attempts} attempts"
             )
@@ -259,7 +265,7 @@ class HFTConnectorStream:
             kind = "depth"
             self.received["depth"] += 1
             self.depth_rate.add(1, ts_recv * 1e-9)
-            self._apply_to_book(event)
+            self.books.apply(event)
         key = (kind, event.exchange, event.symbol)
         self.received_by_key[key] = self.received_by_key.get(key, 0) + 1
         self._ingested += 1
@@ -281,47 +287,6 @@ class HFTConnectorStream:
             reason=error.reason,
             error=error.detail,
             rejected=self.rejected[error.reason],
-        )
-
-    def _apply_to_book(self, event: Depth) -> None:
-        symbol = event.symbol
-        self._latest_depth[symbol] = event
-        if event.is_snapshot:
-            # Lazy: a snapshot *is* the book. Parse it into levels only when a delta needs them,
-            # so snapshot-only connectors (top-N books) pay nothing per message.
-            self._base_snapshot[symbol] = event
-            self._synced.add(symbol)
-            self.books.pop(symbol, None)
-            return
-        book = self.books.get(symbol)
-        if book is None:
-            book = self.books[symbol] = OrderBook()
-            base = self._base_snapshot.pop(symbol, None)
-            if base is not None:
-                book.reset(base.bids, base.asks, base.last_update_id)
-        book.apply(event.bids, event.asks, event.last_update_id)
-
-    def _book_snapshot(self, symbol: str) -> Depth | None:
-        """The feed's book for ``symbol`` as a snapshot event (used to repair a dropped delta)."""
-        latest = self._latest_depth.get(symbol)
-        if latest is None or symbol not in self._synced:
-            return None  # deltas without a base: the book is unknown until the connector snapshots
-        base = self._base_snapshot.get(symbol)
-        if base is not None:  # no delta since the last snapshot: it is the book
-            return base
-        book = self.books[symbol]
-        assert book.last_update_id is not None
-        return Depth(
-            latest.exchange,
-            symbol,
-            book.bids(),
-            book.asks(),
-            True,
-            None,
-            book.last_update_id,
-            None,
-            latest.ts_event,
-            latest.ts_recv,
         )
 
     def _log_event(self, event: Event) -> None:
@@ -355,7 +320,7 @@ class HFTConnectorStream:
     async def _publisher(self) -> None:
         while True:
             await self.queue.wait()
-            await self._publish_batch(self.queue.pop_all())
+            await self.publisher.publish_batch(self.queue.pop_all())
             await asyncio.sleep(0)
 
     def _status_all(self, state: str, reason: str) -> None:
@@ -371,85 +336,6 @@ class HFTConnectorStream:
                     ts=time.time_ns(),
                 )
             )
-
-    async def _publish_batch(self, batch: list[Queued]) -> None:
-        publish = self.bus.publish
-        for event in batch:
-            if type(event) is Status:
-                await self._publish_status(event)
-                continue
-            assert not isinstance(event, Status)
-            kind = "trade" if type(event) is Trade else "depth"
-            subject = self._subject(kind, event.symbol)
-            payload = event.wire()
-            self._sent += 1
-            lag_sample = self._sent % LAG_SAMPLE_EVERY == 0
-            try:
-                if event.trace is None and not lag_sample:
-                    await publish(subject, payload)  # the common case: no headers at all
-                else:
-                    await self._publish_with_headers(event, kind, subject, payload, lag_sample)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # per-message boundary: count, log, keep going
-                self.publish_errors += 1
-                log.warning("publish_failed", kind=kind, symbol=event.symbol, error=repr(error))
-                continue
-            self.published[kind] += 1
-            key = (kind, event.exchange, event.symbol)
-            self.published_by_key[key] = self.published_by_key.get(key, 0) + 1
-
-    async def _publish_with_headers(
-        self, event: Event, kind: str, subject: str, payload: bytes, lag_sample: bool
-    ) -> None:
-        """A traced message (PRODUCER span + traceparent) and/or a lag sample (publish time)."""
-        headers: dict[str, str] = {}
-        now = time.time_ns()
-        if lag_sample:
-            headers[messaging.PUBLISH_NS_HEADER] = str(now)
-            self.lags.receive_to_publish(event, kind, now)
-        if event.trace is None:
-            await self.bus.publish(subject, payload, headers)
-            return
-        template = subjects.TRADES_TEMPLATE if kind == "trade" else subjects.DEPTH_TEMPLATE
-        span = messaging.producer(
-            self._tracer,
-            subject,
-            template,
-            len(payload),
-            event.trace,
-            headers,
-            exchange=event.exchange,
-            symbol=event.symbol,
-        )
-        try:
-            await self.bus.publish(subject, payload, headers)
-        except Exception as error:
-            messaging.fail(span, error)
-            raise
-        finally:
-            span.end()
-
-    async def _publish_status(self, status: Status) -> None:
-        try:
-            await self.bus.publish(subjects.status(status.symbol), status.to_json())
-        except Exception as error:  # per-message boundary
-            self.publish_errors += 1
-            log.warning("publish_failed", kind="status", symbol=status.symbol, error=repr(error))
-            return
-        self.statuses[status.symbol] = status.state
-        log.info(
-            "md_status", symbol=status.symbol, state=status.state, stream=status.stream, reason=status.reason
-        )
-
-    def _subject(self, kind: str, symbol: str) -> str:
-        key = (kind, symbol)
-        subject = self._subjects.get(key)
-        if subject is None:
-            subject = self._subjects[key] = (
-                subjects.trades(symbol) if kind == "trade" else subjects.depth(symbol)
-            )
-        return subject
 
     # ---- health ----------------------------------------------------------------------------
 

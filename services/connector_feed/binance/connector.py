@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from schemas import Status
 from services.common.logging import get_logger
 from services.connector_feed.binance.book import LocalBook
-from services.connector_feed.binance.links import Link, open_link, plan
+from services.connector_feed.binance.links import Link, open_link, plan, routes
 from services.connector_feed.binance.parse import (
     EXCHANGE,
     BinanceParser,
@@ -117,7 +117,9 @@ class BinanceConnector(ConnectorWrapper):
         if self.record_dir is not None:
             self.recorder = Recorder(self.record_dir, self.exchange)
         self.prepare()
-        for path, streams in plan(self._routes(), self.max_streams):
+        for path, streams in plan(
+            routes(self.venue_symbols, self.market, self.trade_stream, self.depth_stream), self.max_streams
+        ):
             link = await open_link(self.ws_url, path, streams, self.ping_timeout_s)
             self._start(link)
             log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
@@ -223,18 +225,6 @@ class BinanceConnector(ConnectorWrapper):
     def _check_symbol(self, symbol: str) -> None:
         if symbol.upper() not in self.venue_symbols:
             raise ValueError(f"Binance connector was started for {self.venue_symbols}, not {symbol!r}")
-
-    def _routes(self) -> dict[str, list[str]]:
-        """Combined streams per connection path (routed paths for USD-M futures)."""
-        trades = [f"{s.lower()}@{self.trade_stream}" for s in self.venue_symbols]
-        if self.depth_stream == "diff":
-            depth = [f"{s.lower()}@depth@100ms" for s in self.venue_symbols]
-        else:
-            levels = self.depth_stream.removeprefix("partial")
-            depth = [f"{s.lower()}@depth{levels}@100ms" for s in self.venue_symbols]
-        if self.market == "spot":
-            return {"/stream": trades + depth}
-        return {"/market/stream": trades, "/public/stream": depth}
 
     def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)

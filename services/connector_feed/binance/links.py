@@ -32,6 +32,21 @@ class Link:
         return self.ws.state.name == "OPEN"
 
 
+def routes(
+    venue_symbols: list[str], market: str, trade_stream: str, depth_stream: str
+) -> dict[str, list[str]]:
+    """Combined streams per connection path: spot ``/stream``; USD-M futures' routed paths, ``/public``
+    for depth and ``/market`` for trades (the unrouted URL silently delivers no trades)."""
+    trades = [f"{s.lower()}@{trade_stream}" for s in venue_symbols]
+    if depth_stream == "diff":
+        depth = [f"{s.lower()}@depth@100ms" for s in venue_symbols]
+    else:
+        depth = [f"{s.lower()}@depth{depth_stream.removeprefix('partial')}@100ms" for s in venue_symbols]
+    if market == "spot":
+        return {"/stream": trades + depth}
+    return {"/market/stream": trades, "/public/stream": depth}
+
+
 def plan(routes: dict[str, list[str]], max_streams: int) -> list[tuple[str, list[str]]]:
     """(path, streams) per connection: every route's streams in chunks of at most ``max_streams``."""
     return [
