@@ -43,7 +43,7 @@ def test_spot_snapshot_older_than_the_first_buffered_event_is_refetched() -> Non
 
 def test_spot_gap_restarts_this_book_only() -> None:
     book = LocalBook("binance", "X", futures=False)
-    book.on_diff(_diff(101, 101))
+    book.on_diff(_diff(100, 101))
     book.on_snapshot(_snapshot(100))
 
     assert book.on_diff(_diff(103, 105)) == []  # 102 is missing
@@ -75,3 +75,11 @@ def test_futures_snapshot_newer_than_everything_waits_for_the_straddling_event()
     assert book.on_snapshot(_snapshot(100)) == []  # everything buffered is covered
     assert book.state == "waiting" and not book.snapshot_wanted
     assert book.on_diff(_diff(98, 104, prev=95))[0].last_update_id == 104
+
+
+def test_spot_step_4_to_the_letter_refetches_when_the_snapshot_id_is_below_u() -> None:
+    book = LocalBook("binance", "X", futures=False)
+    book.on_diff(_diff(101, 101))
+
+    assert book.on_snapshot(_snapshot(100)) == []  # 100 < U=101: "go back to step 3"
+    assert book.snapshot_wanted and book.stats.refetches == 1

@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from schemas import DepthUpdate, TradeTick, subjects
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.events import Trade
 from services.connector_feed.service import feed_health
 from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
@@ -284,3 +285,20 @@ async def test_health_says_resyncing_while_a_snapshot_is_awaited(
     assert held["status"] == "degraded" and "resyncing" in held["reasons"]
     assert "resyncing" not in released["reasons"]
     assert held["connector"]["connector_health"]["books"][unique]["state"] == "waiting"
+
+
+def test_trades_from_two_sockets_are_kept_once_even_out_of_order() -> None:
+    connector = BinanceConnector(FeedSettings(data_source="binance_ws", symbols="BTCUSDT"))
+    connector.prepare()
+
+    for trade_id in (100, 102, 101, 102, 100, 103):  # the new socket ran ahead of the old one
+        connector.on_frame(
+            dumps(combined("btcusdt@trade", spot_trade("BTCUSDT", trade_id, "1.0", "1.0", False, TS))), TS
+        )
+
+    ids = []
+    while (event := connector.pop_pending()) is not None:
+        if isinstance(event, Trade):
+            ids.append(event.trade_id)
+    assert ids == [100, 102, 101, 103]
+    assert connector.duplicates == 2

@@ -122,3 +122,15 @@ def test_sizes_per_kind() -> None:
 
     assert queue.sizes() == (2, 1)
     assert len(queue) == 3
+
+
+def test_a_delta_after_an_unrepairable_drop_is_not_published() -> None:
+    """Without a book to snapshot, the deltas that follow a dropped one wait for the next snapshot."""
+    queue = EventQueue(2, lambda _: None)
+    queue.put(_delta(1))
+    queue.put(_delta(2))
+
+    queue.put(_delta(3))  # full: delta 1 dropped, no book -> 2 goes too, and 3 must not be published
+
+    assert [e for e in queue.pop_all() if isinstance(e, Depth)] == []
+    assert queue.dropped.depth == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import os
 import signal
 import subprocess
@@ -157,3 +158,33 @@ async def test_sigterm_leaves_complete_recordings(nats_url: str, unique: str, tm
     lines = gzip.decompress(files[0].read_bytes()).decode().splitlines()  # raises if the file were cut short
     assert len(files) == 1 and len(lines) == 2000
     assert all(line.split(" ", 1)[0].isdigit() and len(line.split(" ", 1)[0]) == 19 for line in lines)
+
+
+async def test_replay_keeps_the_recorded_pace(nats_url: str, nc: Client, unique: str, tmp_path: Path) -> None:
+    folder = tmp_path / "binance"
+    folder.mkdir()
+    start_ns = 1_770_000_000_000_000_000
+    lines = [
+        f"{start_ns + i * 300_000_000} "  # 0, 0.3 s, 0.6 s
+        + f'{{"stream":"{unique.lower()}@trade","data":{{"e":"trade","E":1,"s":"{unique}","t":{i + 1},'
+        + '"p":"1.0","q":"2.0","T":1,"m":false,"M":true}}'
+        for i in range(3)
+    ]
+    (folder / f"{unique}_20260101.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    trades = await collect(nc, subjects.trades(unique))
+    replay = ReplayConnector(
+        FeedSettings(data_source="hft_connector", connector_name="replay", replay_path=folder, replay_speed=1)
+    )
+    arrivals: list[float] = []
+    async with running_stream(replay, nats_url, [unique], QUICK):
+        while len(arrivals) < 3:
+            await eventually(lambda: len(trades) > len(arrivals), timeout_s=3)
+            arrivals.append(asyncio.get_running_loop().time())
+
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(0.2 <= gap <= 0.5 for gap in gaps), gaps  # 0.3 s apart, as recorded
+    assert [TradeTick.model_validate_json(m.data).ts_recv for m in trades] == [
+        start_ns,
+        start_ns + 300_000_000,
+        start_ns + 600_000_000,
+    ]

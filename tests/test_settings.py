@@ -101,3 +101,20 @@ def test_binance_reconnect_defaults_jitter_and_never_give_up(monkeypatch: pytest
     assert (binance.jitter, binance.max_attempts) == (True, 0)
     assert capped.max_attempts == 3  # an explicit setting wins
     assert (stub.jitter, stub.max_attempts) == (False, 5)
+
+
+def test_usdm_refuses_a_spot_only_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BINANCE_MARKET", "usdm")
+    monkeypatch.setenv("BINANCE_DEPTH_LIMIT", "5000")
+
+    with pytest.raises(SettingsError, match="BINANCE_DEPTH_LIMIT=5000 is not a USD-M limit"):
+        load_settings(FeedSettings)
+
+
+def test_binance_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BINANCE_MARKET", "usdm")
+    monkeypatch.setenv("BINANCE_DEPTH_LIMIT", "500")
+
+    settings = load_settings(FeedSettings)
+
+    assert (settings.binance_market, settings.binance_depth_limit) == ("usdm", 500)

@@ -67,11 +67,17 @@ def up(
     Uses the stub connector unless DATA_SOURCE is set. Ctrl-C stops everything.
     """
     from services.cli.up import run_stack
+    from services.connector_feed.settings import FeedSettings
 
     settings = _common_settings()
+    try:
+        source_chosen = "data_source" in load_settings(FeedSettings).model_fields_set  # env or .env
+    except SettingsError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
     logs = Path(log_dir)
     logs.mkdir(parents=True, exist_ok=True)
-    raise typer.Exit(asyncio.run(run_stack(settings, logs, ready_timeout_s)))
+    raise typer.Exit(asyncio.run(run_stack(settings, logs, ready_timeout_s, source_chosen)))
 
 
 @app.command("health")

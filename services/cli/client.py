@@ -27,10 +27,27 @@ CLI_SERVICE = "hftfeed_cli"
 _STATUS_STYLE = {"ok": "green", "degraded": "yellow", "down": "red", "no reply": "red"}
 
 
+async def _quiet(_: Exception) -> None:
+    """nats-py's default error callback prints tracebacks; the CLI reports failures itself."""
+
+
+async def _quiet_event() -> None:
+    pass
+
+
 async def connect(url: str, timeout_s: float = 3.0) -> Client:
     try:
         return await asyncio.wait_for(
-            nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, allow_reconnect=False), timeout_s
+            nats.connect(
+                url,
+                connect_timeout=2,
+                max_reconnect_attempts=1,
+                allow_reconnect=False,
+                error_cb=_quiet,
+                disconnected_cb=_quiet_event,
+                closed_cb=_quiet_event,
+            ),
+            timeout_s,
         )
     except (TimeoutError, OSError, NatsError) as error:
         raise SystemExit(f"cannot connect to NATS at {url}: {error!r}") from None

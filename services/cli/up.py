@@ -46,9 +46,11 @@ class Child:
             return ""
 
 
-def child_env() -> dict[str, str]:
+def child_env(source_chosen: bool) -> dict[str, str]:
+    """The services' environment: ours, plus the stub as the source unless the user chose one
+    (in the environment or in .env)."""
     env = dict(os.environ)
-    if "DATA_SOURCE" not in env:  # the stub, unless the user chose a source
+    if not source_chosen:
         env["DATA_SOURCE"] = "hft_connector"
         env.setdefault("CONNECTOR_NAME", "stub")
     return env
@@ -121,7 +123,9 @@ def report_exit(child: Child, console: Console) -> None:
     console.print(child.tail(), markup=False, highlight=False)
 
 
-async def run_stack(settings: CommonSettings, log_dir: Path, ready_timeout_s: float) -> int:
+async def run_stack(
+    settings: CommonSettings, log_dir: Path, ready_timeout_s: float, source_chosen: bool = False
+) -> int:
     console = Console(highlight=False)
     host, port = host_port(settings.nats_url)
     server: NatsServer | None = None
@@ -142,7 +146,7 @@ async def run_stack(settings: CommonSettings, log_dir: Path, ready_timeout_s: fl
         loop.add_signal_handler(signum, stop.set)
 
     logs = log_dir
-    env = child_env()
+    env = child_env(source_chosen)
     env["NATS_URL"] = settings.nats_url
     children = [start_child(service, logs, env) for service in STACK]
     try:

@@ -67,6 +67,14 @@ class ConnectorWrapper(abc.ABC):
         """True while some book is being rebuilt (health then says ``degraded``). Optional."""
         return False
 
+    def book_stats(self) -> dict[str, dict[str, int]]:
+        """Per symbol, the connector's own book ``resyncs`` and ``gaps`` (for metrics). Optional."""
+        return {}
+
+    def error_counts(self) -> dict[str, int]:
+        """Errors the connector absorbed, by kind (malformed frames, rate limits ...). Optional."""
+        return {}
+
 
 def import_connector_class(spec: str) -> type[ConnectorWrapper]:
     """Resolve ``package.module:ClassName`` to a ConnectorWrapper subclass (clear error otherwise)."""

@@ -64,7 +64,10 @@ def register_feed_metrics(meter: Meter, stream: HFTConnectorStream) -> None:
         ]
 
     def rejected() -> list[tuple[float, dict[str, Any]]]:
-        return [(n, {"type": k, "reason": r}) for (k, r), n in list(stream.rejected_by_key.items())]
+        return [
+            (n, {"type": k, "exchange": e, "symbol": s, "reason": r})
+            for (k, e, s, r), n in list(stream.rejected_by_key.items())
+        ]
 
     exchange = stream.connector.exchange
     observable_counter(meter, "messaging.client.sent.messages", sent, "{message}", "messages published")
@@ -99,14 +102,38 @@ def register_feed_metrics(meter: Meter, stream: HFTConnectorStream) -> None:
     observable_counter(
         meter,
         "md.connector.errors",
-        lambda: [(stream.connection_errors, {"exchange": exchange})],
+        lambda: (
+            [(stream.connection_errors, {"exchange": exchange, "kind": "connection"})]
+            + [(n, {"exchange": exchange, "kind": k}) for k, n in stream.connector.error_counts().items()]
+        ),
         "{error}",
-        "connector connection errors",
+        "connector errors by kind: connection, malformed frames, rate limits, trade gaps ...",
     )
+
+    def resyncs() -> list[tuple[float, dict[str, Any]]]:
+        venue: list[tuple[float, dict[str, Any]]] = [
+            (v["resyncs"], {"exchange": exchange, "symbol": s, "source": "venue"})
+            for s, v in stream.connector.book_stats().items()
+        ]
+        repairs: list[tuple[float, dict[str, Any]]] = [
+            (n, {"exchange": exchange, "symbol": s, "source": "feed_queue"})
+            for s, n in list(stream.queue.resyncs.items())
+        ]
+        return venue + repairs
+
     observable_counter(
         meter,
         "md.book.resyncs",
-        lambda: [(n, {"exchange": exchange, "symbol": s}) for s, n in list(stream.queue.resyncs.items())],
+        resyncs,
         "{resync}",
-        "full snapshots published to repair a book",
+        "books rebuilt: from a venue snapshot (source=venue) or by the feed after a drop (feed_queue)",
+    )
+    observable_counter(
+        meter,
+        "md.book.gaps",
+        lambda: [
+            (v["gaps"], {"exchange": exchange, "symbol": s}) for s, v in stream.connector.book_stats().items()
+        ],
+        "{gap}",
+        "update-id gaps the connector detected (each resyncs that book)",
     )

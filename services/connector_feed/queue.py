@@ -83,6 +83,9 @@ class EventQueue:
                 self.dropped.count(victim, "queue_full")
             elif self._resnapshot(victim) and type(event) is Depth and event.symbol == victim.symbol:
                 return  # the snapshot just queued already holds this event's levels
+            if type(event) is Depth and not event.is_snapshot and event.symbol in self.awaiting_snapshot:
+                self.dropped.count(event, "awaiting_snapshot")  # no book to repair with: wait for one
+                return
         self._items.append(event)
         self._ready.set()
 

@@ -53,6 +53,8 @@ class Recorder:
             self._queue.put_nowait((symbol, recv_ns, line))
         except queue.Full:
             self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 10_000 == 0:
+                log.error("recorder_dropped_lines", dropped=self.dropped, reason="the disk is behind")
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is queued, close every file (gzip trailer included), stop the thread."""

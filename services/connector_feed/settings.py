@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from services.common.settings import CommonSettings, ReconnectSettings
+
+#: /fapi/v1/depth accepts only these limits; /api/v3/depth also takes 5000.
+USDM_DEPTH_LIMITS = frozenset({5, 10, 20, 50, 100, 500, 1000})
+SPOT_DEPTH_LIMITS = USDM_DEPTH_LIMITS | {5000}
 
 
 class FeedSettings(CommonSettings, ReconnectSettings):
@@ -45,9 +49,7 @@ class FeedSettings(CommonSettings, ReconnectSettings):
     binance_depth_stream: Literal["diff", "partial5", "partial10", "partial20"] = Field(
         default="diff", description="diff: local order book from @depth@100ms; partialN: top-N snapshots"
     )
-    binance_depth_limit: Literal[5, 10, 20, 50, 100, 500, 1000, 5000] = Field(
-        default=1000, description="levels per side of the REST snapshot"
-    )
+    binance_depth_limit: int = Field(default=1000, description="levels per side of the REST snapshot")
     binance_max_streams_per_connection: int | None = Field(
         default=None,
         ge=1,
@@ -80,6 +82,23 @@ class FeedSettings(CommonSettings, ReconnectSettings):
     replay_speed: float = Field(
         default=1.0, ge=0, description="replay pace: 1 = as recorded, 10 = 10x, 0 = flat out"
     )
+
+    @field_validator("binance_depth_limit")
+    @classmethod
+    def _depth_limit(cls, value: int) -> int:
+        if value not in SPOT_DEPTH_LIMITS:
+            raise ValueError(f"must be one of {sorted(SPOT_DEPTH_LIMITS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _usdm_depth_limit(self) -> FeedSettings:
+        if self.binance_market == "usdm" and self.binance_depth_limit not in USDM_DEPTH_LIMITS:
+            raise ValueError(
+                f"BINANCE_DEPTH_LIMIT={self.binance_depth_limit} is not a USD-M limit "
+                f"({sorted(USDM_DEPTH_LIMITS)})"
+            )
+        return self
+
     stub_start_price: str = Field(
         default="50000.00", pattern=r"^[0-9]+\.[0-9]{2}$", description="first stub price"
     )

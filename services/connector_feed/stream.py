@@ -75,7 +75,7 @@ class HFTConnectorStream:
         # instruments; lag histograms get one sample in LAG_SAMPLE_EVERY events.
         self.received_by_key: dict[tuple[str, str, str], int] = {}
         self._status_symbols: set[str] = set()  # symbols the connector has reported on (published ids)
-        self.rejected_by_key: dict[tuple[str, str], int] = {}
+        self.rejected_by_key: dict[tuple[str, str, str, str], int] = {}  # type, exchange, symbol, reason
         self.telemetry = telemetry or setup_telemetry(
             "connector_feed", TelemetrySettings(otel_sdk_disabled=True)
         )
@@ -278,7 +278,14 @@ class HFTConnectorStream:
     def _reject(self, raw: object, error: EventRejected) -> None:
         self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
         kind = raw.get("type") if isinstance(raw, dict) else None
-        key = ("depth" if kind == "depth" else "trade", error.reason)
+        exchange = raw.get("exchange") if isinstance(raw, dict) else None
+        symbol = raw.get("symbol") if isinstance(raw, dict) else None
+        key = (
+            "depth" if kind == "depth" else "trade",
+            exchange if isinstance(exchange, str) else self.connector.exchange,
+            symbol if isinstance(symbol, str) else "unknown",
+            error.reason,
+        )
         self.rejected_by_key[key] = self.rejected_by_key.get(key, 0) + 1
         name = "connector_depth_parse_error" if kind == "depth" else "connector_trade_parse_error"
         log.warning(

@@ -65,9 +65,9 @@ class LocalBook:
     def on_snapshot(self, snapshot: Snapshot) -> list[Depth]:
         """A REST snapshot arrived; returns what to publish. May ask for another (``snapshot_wanted``)."""
         self.snapshot_wanted = False
-        if not self.futures and self.buffer and snapshot.last_update_id + 1 < self.buffer[0].first_update_id:
-            # Spot step 4: the snapshot is older than the first buffered event - some update between
-            # them is in neither - so fetch again. (L + 1 == U continues exactly: no refetch needed.)
+        if not self.futures and self.buffer and snapshot.last_update_id < self.buffer[0].first_update_id:
+            # Spot step 4, to the letter: "if the snapshot's lastUpdateId is strictly less than the U
+            # of the first buffered event, go back to step 3" (even when L + 1 == U would continue).
             self.stats.refetches += 1
             self.snapshot_wanted = True
             return []

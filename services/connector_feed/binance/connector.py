@@ -51,6 +51,10 @@ WAIT_FOR_DATA_S = 0.05
 REFETCH_DELAY_S = 0.5
 MAX_STREAMS = {"spot": 1024, "usdm": 200}
 SUPERVISE_EVERY_S = 0.1
+#: Trade ids remembered per symbol to drop the duplicates two sockets deliver while rotating.
+RECENT_TRADE_IDS = 4096
+#: After a failed rotation, wait this long before trying again.
+ROTATION_RETRY_S = 5.0
 
 
 class BinanceConnector(ConnectorWrapper):
@@ -80,12 +84,15 @@ class BinanceConnector(ConnectorWrapper):
         self._pending: deque[Event | Status] = deque()
         self._ready = asyncio.Event()
         self.links: list[Link] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # short-lived (rotations)
+        self._workers: list[asyncio.Task[None]] = []  # for the connection's life: one ending = trouble
         self._snapshots: asyncio.Queue[str] = asyncio.Queue()
         self._snapshot_queued: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self.fetcher: SnapshotFetcher | None = None
         self._last_trade_id: dict[str, int] = {}
+        self._recent_ids: dict[str, set[int]] = {}  # per symbol, the last RECENT_TRADE_IDS ids
+        self._recent_order: dict[str, deque[int]] = {}
         self.subscribed_trades: set[str] = set()
         self.subscribed_depth: set[str] = set()
         self.frames = 0
@@ -124,14 +131,16 @@ class BinanceConnector(ConnectorWrapper):
             self._start(link)
             log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
         if self.books:
-            self._spawn(self._snapshot_worker(), "binance-snapshots")
-        self._spawn(self._supervise(), "binance-supervisor")
+            self._workers.append(asyncio.create_task(self._snapshot_worker(), name="binance-snapshots"))
+        self._workers.append(asyncio.create_task(self._supervise(), name="binance-supervisor"))
 
     async def disconnect(self) -> None:
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *self._workers]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._workers.clear()
         for link in self.links:
             await link.ws.close()
         self.links.clear()
@@ -171,11 +180,26 @@ class BinanceConnector(ConnectorWrapper):
             and all(
                 link.is_open and link.reader is not None and not link.reader.done() for link in self.links
             )
-            and all(not task.done() for task in self._tasks)
+            and all(not task.done() for task in self._workers)  # a crashed worker forces a reconnect
         )
 
     def is_resyncing(self) -> bool:
         return any(state != "live" for state in self.states.states().values())
+
+    def book_stats(self) -> dict[str, dict[str, int]]:
+        return {s: {"resyncs": b.stats.resyncs, "gaps": b.stats.gaps} for s, b in self.books.items()}
+
+    def error_counts(self) -> dict[str, int]:
+        fetcher = self.fetcher
+        counts = {f"malformed_{reason}": n for reason, n in self.malformed.items()}
+        counts.update(
+            trade_gaps=self.trade_gaps,
+            pending_dropped=self.pending_dropped,
+            control_error=self.control.get("error", 0),
+        )
+        if fetcher is not None:
+            counts.update(rest_rate_limited=fetcher.rate_limited, rest_errors=fetcher.errors)
+        return counts
 
     def get_health_status(self) -> dict[str, Any]:
         fetcher = self.fetcher
@@ -198,6 +222,14 @@ class BinanceConnector(ConnectorWrapper):
             "malformed": dict(self.malformed),
             "control": dict(self.control),
             "trade_gaps": self.trade_gaps,
+            "pending_dropped": self.pending_dropped,
+            "recorder": None
+            if self.recorder is None
+            else {
+                "written": self.recorder.written,
+                "dropped": self.recorder.dropped,
+                "errors": self.recorder.errors,
+            },
             "duplicates": self.duplicates,
             "pending": len(self._pending),
             "books": {
@@ -255,8 +287,9 @@ class BinanceConnector(ConnectorWrapper):
         link.retiring = True
         try:
             fresh = await open_link(self.ws_url, link.path, link.streams, self.ping_timeout_s)
-        except (OSError, TimeoutError) as error:
+        except Exception as error:  # supervisor boundary: any failure leaves the old connection in place
             link.retiring = False
+            link.opened_at = time.monotonic() - self.rotate_after_s + ROTATION_RETRY_S  # try again later
             log.warning("binance_rotation_failed", path=link.path, reason=reason, error=repr(error))
             return  # the old connection stays; the next supervision pass tries again
         self._start(fresh)
@@ -278,7 +311,7 @@ class BinanceConnector(ConnectorWrapper):
                 )
             now = time.monotonic()
             for link in list(self.links):
-                if now - link.opened_at >= self.rotate_after_s:
+                if now - link.opened_at >= self.rotate_after_s and not link.retiring:
                     await self.rotate(link, "age")
 
     # ---- frames ------------------------------------------------------------------------------
@@ -331,15 +364,32 @@ class BinanceConnector(ConnectorWrapper):
         symbol = trade.symbol
         self._status(self.states.seen(symbol, "trades", trade.ts_recv))
         last = self._last_trade_id.get(symbol)
-        if last is not None:
-            if trade.trade_id <= last:  # the same trade from the other socket while rotating
+        if last is not None and trade.trade_id <= last:
+            # Older than the newest: the same trade from the other socket while rotating - or, if the
+            # new socket ran ahead, one the old socket is only now delivering (not seen: keep it).
+            seen = self._recent_ids.get(symbol)
+            if seen is not None and trade.trade_id in seen:
                 self.duplicates += 1
                 return
-            if self.trade_stream == "trade" and trade.trade_id != last + 1:  # raw trade ids are contiguous
-                self.trade_gaps += 1
-                log.warning("binance_trade_gap", symbol=symbol, after=last, got=trade.trade_id)
-        self._last_trade_id[symbol] = trade.trade_id
+        elif last is not None and self.trade_stream == "trade" and trade.trade_id != last + 1:
+            self.trade_gaps += 1  # raw trade ids are contiguous per symbol
+            log.warning("binance_trade_gap", symbol=symbol, after=last, got=trade.trade_id)
+        self._remember(symbol, trade.trade_id)
         self._emit(trade)
+
+    def _remember(self, symbol: str, trade_id: int) -> None:
+        seen = self._recent_ids.get(symbol)
+        if seen is None:
+            seen = self._recent_ids[symbol] = set()
+            self._recent_order[symbol] = deque()
+        order = self._recent_order[symbol]
+        seen.add(trade_id)
+        order.append(trade_id)
+        if len(order) > RECENT_TRADE_IDS:
+            seen.discard(order.popleft())
+        last = self._last_trade_id.get(symbol)
+        if last is None or trade_id > last:
+            self._last_trade_id[symbol] = trade_id
 
     def _on_diff(self, diff: DepthDiff) -> None:
         self._status(self.states.seen(diff.symbol, "depth", diff.ts_recv))

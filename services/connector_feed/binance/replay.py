@@ -70,6 +70,7 @@ class ReplayConnector(ConnectorWrapper):
             )
         )
         self._lines: Iterator[Line] = iter(())
+        self._next: Line | None = None  # the line read ahead to pace the replay
         self._connected = False
         self.finished = False
         self.lines = 0
@@ -117,14 +118,21 @@ class ReplayConnector(ConnectorWrapper):
         return self.inner.pop_pending()
 
     def _pace(self) -> float:
-        """Seconds to wait before the next line at REPLAY_SPEED (0: never)."""
-        if self.speed == 0 or self.position_ns is None or self._first_ns is None:
+        """Seconds to wait before the next line is due at REPLAY_SPEED (0: never wait)."""
+        if self.speed == 0:
             return 0.0
-        due = (self.position_ns - self._first_ns) / 1e9 / self.speed
+        if self._next is None:
+            self._next = next(self._lines, None)
+        if self._next is None:
+            return 0.0
+        if self._first_ns is None:
+            self._first_ns = self._next[0]
+            self._started = time.monotonic()
+        due = (self._next[0] - self._first_ns) / 1e9 / self.speed
         return due - (time.monotonic() - self._started)
 
     def _step(self) -> None:
-        line = next(self._lines, None)
+        line, self._next = (self._next, None) if self._next is not None else (next(self._lines, None), None)
         if line is None:
             self.finished = True
             log.info("replay_finished", **self._progress())

@@ -1,0 +1,55 @@
+"""The feed's md.* metrics carry the Binance books' resyncs and gaps and the connector's errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from services.common.bus import Bus
+from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.binance.parse import Snapshot
+from services.connector_feed.metrics import register_feed_metrics
+from services.connector_feed.settings import FeedSettings
+from services.connector_feed.stream import HFTConnectorStream
+from tests.fake_binance import combined, dumps, spot_depth_diff
+
+TS = 1_770_000_000_000
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    out: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                out[metric.name] = [(p.value, dict(p.attributes or {})) for p in metric.data.data_points]  # type: ignore[union-attr]
+    return out
+
+
+async def test_binance_book_resyncs_gaps_and_errors_reach_the_metrics(nats_url: str) -> None:
+    connector = BinanceConnector(FeedSettings(data_source="binance_ws", symbols="BTCUSDT"))
+    connector.prepare()
+    bus = await Bus.connect(nats_url, "test-metrics")
+    stream = HFTConnectorStream(connector, bus, ["BTCUSDT"], Reconnector(ReconnectPolicy()), 100, 0.001)
+    reader = InMemoryMetricReader()
+    register_feed_metrics(MeterProvider(metric_readers=[reader]).get_meter("t"), stream)
+
+    def diff(first: int, last: int) -> str:
+        return dumps(
+            combined("btcusdt@depth@100ms", spot_depth_diff("BTCUSDT", first, last, [["1.0", "1.0"]], [], TS))
+        )
+
+    connector.on_frame(diff(100, 102), TS)
+    connector.apply_snapshot("BTCUSDT", Snapshot(100, [("1.0", "2.0")], [("2.0", "1.0")]))  # synced
+    connector.on_frame(diff(105, 106), TS)  # 103..104 missing: a gap
+    connector.on_frame(b"{not json", TS)
+    points = _points(reader)
+    await bus.drain()
+
+    assert (1, {"exchange": "binance", "symbol": "BTCUSDT", "source": "venue"}) in points["md.book.resyncs"]
+    assert points["md.book.gaps"] == [(1, {"exchange": "binance", "symbol": "BTCUSDT"})]
+    assert (1, {"exchange": "binance", "kind": "malformed_not_json"}) in points["md.connector.errors"]
