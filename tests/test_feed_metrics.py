@@ -53,3 +53,35 @@ async def test_binance_book_resyncs_gaps_and_errors_reach_the_metrics(nats_url: 
     assert (1, {"exchange": "binance", "symbol": "BTCUSDT", "source": "venue"}) in points["md.book.resyncs"]
     assert points["md.book.gaps"] == [(1, {"exchange": "binance", "symbol": "BTCUSDT"})]
     assert (1, {"exchange": "binance", "kind": "malformed_not_json"}) in points["md.connector.errors"]
+
+
+async def test_dropped_and_rejected_events_reach_the_metrics(nats_url: str) -> None:
+    from tests.fakes import ScriptedConnector
+
+    bus = await Bus.connect(nats_url, "test-metrics-2")
+    stream = HFTConnectorStream(ScriptedConnector(), bus, ["X"], Reconnector(ReconnectPolicy()), 2, 0.001)
+    reader = InMemoryMetricReader()
+    register_feed_metrics(MeterProvider(metric_readers=[reader]).get_meter("t"), stream)
+    trade = {
+        "type": "trade",
+        "symbol": "X",
+        "timestamp": TS,
+        "price": "1",
+        "qty": "1",
+        "side": "buy",
+        "is_buyer_maker": False,
+    }
+
+    for i in range(3):  # the queue holds 2: the oldest trade is dropped
+        stream.ingest({**trade, "id": i}, TS * 1_000_000)
+    stream.ingest({**trade, "id": 9, "price": "NaN"}, TS * 1_000_000)
+    points = _points(reader)
+    await bus.drain()
+
+    assert points["md.events.dropped"] == [
+        (1, {"type": "trade", "exchange": "stub", "symbol": "X", "reason": "queue_full"})
+    ]
+    assert points["md.events.rejected"] == [
+        (1, {"type": "trade", "exchange": "stub", "symbol": "X", "reason": "nan_price"})
+    ]
+    assert (3, {"type": "trade", "exchange": "stub", "symbol": "X"}) in points["md.events.received"]

@@ -67,6 +67,10 @@ class ConnectorWrapper(abc.ABC):
         """True while some book is being rebuilt (health then says ``degraded``). Optional."""
         return False
 
+    def published_symbols(self) -> list[str] | None:
+        """The instrument ids this connector publishes, if they differ from SYMBOLS. Optional."""
+        return None
+
     def book_stats(self) -> dict[str, dict[str, int]]:
         """Per symbol, the connector's own book ``resyncs`` and ``gaps`` (for metrics). Optional."""
         return {}

@@ -332,7 +332,8 @@ class HFTConnectorStream:
 
     def _status_all(self, state: str, reason: str) -> None:
         """The connector as a whole changed state: one Status per symbol it has published."""
-        for symbol in sorted(self._status_symbols or set(self.symbols)):
+        known = self._status_symbols or set(self.connector.published_symbols() or self.symbols)
+        for symbol in sorted(known):
             self.queue.put(
                 Status(
                     exchange=self.connector.exchange,

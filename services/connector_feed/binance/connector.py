@@ -186,6 +186,9 @@ class BinanceConnector(ConnectorWrapper):
     def is_resyncing(self) -> bool:
         return any(state != "live" for state in self.states.states().values())
 
+    def published_symbols(self) -> list[str]:
+        return list(self.symbols)  # BTCUSDT-PERP for USD-M
+
     def book_stats(self) -> dict[str, dict[str, int]]:
         return {s: {"resyncs": b.stats.resyncs, "gaps": b.stats.gaps} for s, b in self.books.items()}
 

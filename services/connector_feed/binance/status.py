@@ -72,23 +72,6 @@ class SymbolStates:
                     changes.append(status)
         return changes
 
-    def everything(self, state: str, reason: str) -> list[Status]:
-        """The whole connector changed (reconnecting, down): one status per symbol."""
-        out = []
-        for symbol in sorted({sym for sym, _ in self._last_seen}):
-            self._reported[symbol] = state
-            out.append(
-                Status(
-                    exchange=self.exchange,
-                    symbol=symbol,
-                    stream="all",
-                    state=state,
-                    reason=reason,
-                    ts=self._clock_ns(),
-                )
-            )
-        return out
-
     def _report(self, symbol: str, stream: Stream, reason: str) -> Status | None:
         state = self.state(symbol)
         if self._reported.get(symbol) == state:
