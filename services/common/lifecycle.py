@@ -14,8 +14,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from services.common.bus import Bus, BusConnectError
 from services.common.logging import configure_logging, get_logger
 from services.common.settings import CommonSettings, SettingsError, load_settings
+from services.common.telemetry import Telemetry, setup_telemetry
 
 log = get_logger(__name__)
 
@@ -95,3 +97,15 @@ def service_main(
         return 2
     configure_logging(settings.log_level, service=name)
     return run_service(lambda stop: run(settings, stop), settings.event_loop)
+
+
+async def start_runtime(service: str, settings: CommonSettings) -> tuple[Bus, Telemetry]:
+    """Telemetry (from the OTEL_* variables) and the NATS connection every service starts with;
+    ``FatalError`` naming NATS_URL if NATS cannot be reached in time."""
+    telemetry = setup_telemetry(service)
+    try:
+        bus = await Bus.connect(settings.nats_url, service, settings.nats_connect_timeout_s)
+    except BusConnectError as error:
+        telemetry.shutdown()
+        raise FatalError(str(error)) from None
+    return bus, telemetry

@@ -6,12 +6,12 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from services.common.bus import Bus, BusConnectError
+from services.common.bus import Bus
 from services.common.health import Condition, HealthService, age_s, age_since_ns
-from services.common.lifecycle import FatalError, run_until_stopped
+from services.common.lifecycle import FatalError, run_until_stopped, start_runtime
 from services.common.logging import get_logger
 from services.common.reconnect import Reconnector, ReconnectPolicy
-from services.common.telemetry import Telemetry, setup_telemetry
+from services.common.telemetry import Telemetry
 from services.connector_feed.factory import build_connector
 from services.connector_feed.metrics import register_feed_metrics
 from services.connector_feed.settings import FeedSettings
@@ -69,12 +69,7 @@ def reconnect_policy(settings: FeedSettings) -> ReconnectPolicy:
 
 async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
     connector, label = build_connector(settings)
-    telemetry = setup_telemetry(SERVICE)
-    try:
-        bus = await Bus.connect(settings.nats_url, SERVICE, settings.nats_connect_timeout_s)
-    except BusConnectError as error:
-        telemetry.shutdown()
-        raise FatalError(str(error)) from None
+    bus, telemetry = await start_runtime(SERVICE, settings)
     stream = HFTConnectorStream(
         connector,
         bus,

@@ -12,11 +12,11 @@ from opentelemetry.context import Context
 
 from schemas import DepthUpdate, TradeTick, subjects
 from services.common import messaging
-from services.common.bus import Bus, BusConnectError
+from services.common.bus import Bus
 from services.common.consumer import MarketDataSubscriber
 from services.common.health import Condition, ExtraEndpoint, HealthService, age_s
 from services.common.instruments import observable_counter
-from services.common.lifecycle import FatalError
+from services.common.lifecycle import start_runtime
 from services.common.logging import get_logger
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 from services.context.settings import ContextSettings
@@ -106,12 +106,7 @@ class ContextService:
 
 
 async def run_context(settings: ContextSettings, stop: asyncio.Event) -> int:
-    telemetry = setup_telemetry(SERVICE)
-    try:
-        bus = await Bus.connect(settings.nats_url, SERVICE, settings.nats_connect_timeout_s)
-    except BusConnectError as error:
-        telemetry.shutdown()
-        raise FatalError(str(error)) from None
+    bus, telemetry = await start_runtime(SERVICE, settings)
     service = ContextService(bus, settings, telemetry)
     health = HealthService(
         SERVICE,

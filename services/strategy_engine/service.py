@@ -8,13 +8,13 @@ from typing import Any
 from opentelemetry.context import Context
 
 from schemas import DepthUpdate, TradeTick
-from services.common.bus import Bus, BusConnectError
+from services.common.bus import Bus
 from services.common.consumer import MarketDataSubscriber
 from services.common.health import Condition, HealthService, age_s
 from services.common.instruments import observable_counter, observable_gauge
-from services.common.lifecycle import FatalError, run_until_stopped
+from services.common.lifecycle import FatalError, run_until_stopped, start_runtime
 from services.common.logging import get_logger
-from services.common.telemetry import Telemetry, setup_telemetry
+from services.common.telemetry import Telemetry
 from services.strategy_engine.runner import StrategyRunner
 from services.strategy_engine.settings import StrategySettings
 from services.strategy_engine.strategy import load_strategies
@@ -112,12 +112,7 @@ class StrategyEngine:
 
 
 async def run_engine(settings: StrategySettings, stop: asyncio.Event) -> int:
-    telemetry = setup_telemetry(SERVICE)
-    try:
-        bus = await Bus.connect(settings.nats_url, SERVICE, settings.nats_connect_timeout_s)
-    except BusConnectError as error:
-        telemetry.shutdown()
-        raise FatalError(str(error)) from None
+    bus, telemetry = await start_runtime(SERVICE, settings)
     try:
         engine = StrategyEngine(bus, settings, telemetry)
     except FatalError:
