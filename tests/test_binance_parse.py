@@ -161,6 +161,7 @@ def test_partial_books() -> None:
     [
         (b'{"result":null,"id":1}', "subscription_reply"),
         (b'{"code":2,"msg":"Invalid request","id":3}', "error"),
+        (b'{"error":{"code":2,"msg":"Invalid request"},"id":3}', "error"),
         (b'{"e":"serverShutdown","E":1770123456789}', "server_shutdown"),
         (b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}', "server_shutdown"),
     ],

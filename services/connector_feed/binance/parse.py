@@ -131,8 +131,8 @@ class BinanceParser:
             return self._payload(data, stream, ts_recv)
         if "result" in message and "id" in message:
             return Control("subscription_reply", message)
-        if "code" in message and "msg" in message:
-            return Control("error", message)
+        if ("code" in message and "msg" in message) or ("error" in message and "id" in message):
+            return Control("error", message)  # documented flat shape, and the nested one seen live
         return self._payload(message, None, ts_recv)
 
     def _payload(self, data: dict[str, Any], stream: object, ts_recv: int) -> Parsed:
