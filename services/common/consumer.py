@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -26,7 +26,7 @@ from services.common import messaging
 from services.common.bus import Bus
 from services.common.instruments import LAG_SAMPLE_EVERY, messaging_attributes, observable_counter
 from services.common.logging import get_logger
-from services.common.rates import RollingCounter
+from services.common.rates import RollingCounter, seed_metrics
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 
 log = get_logger(__name__)
@@ -83,42 +83,36 @@ class MarketDataSubscriber:
         ]
 
     async def start(self) -> None:
+        on_trade = self._handler("trade", TradeTick, self.trade_rate, self._on_trade)
+        on_depth = self._handler("depth", DepthUpdate, self.depth_rate, self._on_depth)
         for symbol in self.symbols:
-            await self.bus.subscribe(subjects.trades(symbol), self._trade_msg)
-            await self.bus.subscribe(subjects.depth(symbol), self._depth_msg)
+            await self.bus.subscribe(subjects.trades(symbol), on_trade)
+            await self.bus.subscribe(subjects.depth(symbol), on_depth)
         await self.bus.nc.flush()
 
-    async def _trade_msg(self, msg: Msg) -> None:
-        if msg.headers:
-            await self._instrumented(msg, "trade")
-            return
-        try:
-            tick = TradeTick.model_validate_json(msg.data)
-        except ValidationError as error:
-            self._invalid(msg, error)
-            return
-        self.consumed["trade"] += 1
-        self.last_message_monotonic = now = time.monotonic()
-        self.trade_rate.add(1, now)
-        self._on_trade(tick, None)
-        if self._pressure is not None and self._pressure():
-            await asyncio.sleep(0)
+    def _handler(
+        self, kind: str, model: type[Any], rate: RollingCounter, hook: Callable[[Any, Context | None], None]
+    ) -> Callable[[Msg], Awaitable[None]]:
+        """The NATS callback of one kind: decode -> count -> hand on (a closure: no call per message)."""
+        consumed, pressure = self.consumed, self._pressure
 
-    async def _depth_msg(self, msg: Msg) -> None:
-        if msg.headers:
-            await self._instrumented(msg, "depth")
-            return
-        try:
-            update = DepthUpdate.model_validate_json(msg.data)
-        except ValidationError as error:
-            self._invalid(msg, error)
-            return
-        self.consumed["depth"] += 1
-        self.last_message_monotonic = now = time.monotonic()
-        self.depth_rate.add(1, now)
-        self._on_depth(update, None)
-        if self._pressure is not None and self._pressure():
-            await asyncio.sleep(0)
+        async def on_msg(msg: Msg) -> None:
+            if msg.headers:  # sampled: a trace and/or a lag sample
+                await self._instrumented(msg, kind)
+                return
+            try:
+                event = model.model_validate_json(msg.data)
+            except ValidationError as error:
+                self._invalid(msg, error)
+                return
+            consumed[kind] += 1
+            self.last_message_monotonic = now = time.monotonic()
+            rate.add(1, now)
+            hook(event, None)
+            if pressure is not None and pressure():
+                await asyncio.sleep(0)
+
+        return on_msg
 
     async def _instrumented(self, msg: Msg, kind: str) -> None:
         """The sampled path: a message with headers (a trace and/or a publish-time lag sample)."""
@@ -174,18 +168,7 @@ class MarketDataSubscriber:
 
     def metrics(self, queue_sizes: tuple[int, int] = (0, 0)) -> dict[str, dict[str, float | int]]:
         """The seed's metrics shape for what this service consumes."""
-        return {
-            "trades": {
-                "per_minute_count": self.trade_rate.count(),
-                "per_second_rate": round(self.trade_rate.rate(), 3),
-                "queue_size": queue_sizes[0],
-            },
-            "depth": {
-                "per_minute_count": self.depth_rate.count(),
-                "per_second_rate": round(self.depth_rate.rate(), 3),
-                "queue_size": queue_sizes[1],
-            },
-        }
+        return seed_metrics(self.trade_rate, self.depth_rate, queue_sizes)
 
 
 __all__ = ["LAG_SAMPLE_EVERY", "MarketDataSubscriber"]

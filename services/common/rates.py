@@ -34,3 +34,17 @@ class RollingCounter:
     def rate(self, now: float | None = None) -> float:
         """Average events per second over the window."""
         return self.count(now) / self._window
+
+
+def seed_metrics(
+    trades: RollingCounter, depth: RollingCounter, queue_sizes: tuple[int, int]
+) -> dict[str, dict[str, float | int]]:
+    """The seed's metrics shape: per kind, per_minute_count, per_second_rate, queue_size."""
+    return {
+        name: {
+            "per_minute_count": counter.count(),
+            "per_second_rate": round(counter.rate(), 3),
+            "queue_size": size,
+        }
+        for name, counter, size in (("trades", trades, queue_sizes[0]), ("depth", depth, queue_sizes[1]))
+    }

@@ -18,7 +18,7 @@ from schemas import Status, subjects
 from services.common import messaging
 from services.common.bus import Bus
 from services.common.logging import debug_enabled, get_logger
-from services.common.rates import RollingCounter
+from services.common.rates import RollingCounter, seed_metrics
 from services.common.reconnect import Reconnector
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 from services.connector_feed.books import FeedBooks
@@ -368,16 +368,4 @@ class HFTConnectorStream:
 
     def metrics(self) -> dict[str, Any]:
         """The seed's metrics shape: per kind, per_minute_count, per_second_rate, queue_size."""
-        trades_queued, depth_queued = self.queue.sizes()
-        return {
-            "trades": {
-                "per_minute_count": self.trade_rate.count(),
-                "per_second_rate": round(self.trade_rate.rate(), 3),
-                "queue_size": trades_queued,
-            },
-            "depth": {
-                "per_minute_count": self.depth_rate.count(),
-                "per_second_rate": round(self.depth_rate.rate(), 3),
-                "queue_size": depth_queued,
-            },
-        }
+        return seed_metrics(self.trade_rate, self.depth_rate, self.queue.sizes())
