@@ -10,7 +10,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.types import ExchangeId, Price, Qty, Side, SignedDecimal, Symbol, TimestampNs
+from schemas.types import (
+    Count,
+    ExchangeId,
+    Flag,
+    Id,
+    Price,
+    Qty,
+    SchemaVersion,
+    Side,
+    SignedDecimal,
+    Symbol,
+    TimestampNs,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -31,14 +43,14 @@ class TradeTick(Contract):
 
     exchange: ExchangeId
     symbol: Symbol
-    trade_id: int = Field(ge=0)
+    trade_id: Id
     price: Price
     qty: Qty
     side: Side
-    is_buyer_maker: bool
+    is_buyer_maker: Flag
     ts_event: TimestampNs
     ts_recv: TimestampNs
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
     @model_validator(mode="after")
     def _side_matches_maker(self) -> TradeTick:
@@ -63,13 +75,13 @@ class DepthUpdate(Contract):
     symbol: Symbol
     bids: list[Level]
     asks: list[Level]
-    is_snapshot: bool
-    first_update_id: int | None = Field(default=None, ge=0)
-    last_update_id: int = Field(ge=0)
-    prev_last_update_id: int | None = Field(default=None, ge=0)
+    is_snapshot: Flag
+    first_update_id: Id | None = None
+    last_update_id: Id
+    prev_last_update_id: Id | None = None
     ts_event: TimestampNs
     ts_recv: TimestampNs
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
     @model_validator(mode="after")
     def _ids_in_order(self) -> DepthUpdate:
@@ -87,10 +99,10 @@ class Signal(Contract):
     symbol: Symbol
     side: Literal["buy", "sell", "flat"]
     strength: SignedDecimal
-    reason: str
+    reason: str = Field(max_length=2000)
     ts_event: TimestampNs
     ts: TimestampNs
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class Status(Contract):
@@ -106,9 +118,9 @@ class Status(Contract):
     symbol: Symbol
     stream: Literal["trades", "depth", "all"]
     state: Literal["live", "resyncing", "stale", "reconnecting", "down"]
-    reason: str
+    reason: str = Field(max_length=2000)
     ts: TimestampNs
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class ContextSnapshot(Contract):
@@ -124,23 +136,23 @@ class ContextSnapshot(Contract):
     exchange: ExchangeId | None
     last_price: Price | None
     last_trade_ts: TimestampNs | None
-    trade_count: int = Field(ge=0, description="trades seen since start")
-    trades_per_minute: int = Field(ge=0)
+    trade_count: Count = Field(description="trades seen since start")
+    trades_per_minute: Count
     trades_per_second: float = Field(ge=0)
     vwap: Price | None
     vwap_window_s: float
-    vwap_trades: int = Field(ge=0)
+    vwap_trades: Count
     best_bid: Price | None
     best_ask: Price | None
     spread: SignedDecimal | None
-    book_synced: bool
-    book_update_id: int | None
-    bid_levels: int = Field(ge=0)
-    ask_levels: int = Field(ge=0)
-    book_gaps: int = Field(ge=0, description="gaps detected in the depth update-id chain")
+    book_synced: Flag
+    book_update_id: Id | None
+    bid_levels: Count
+    ask_levels: Count
+    book_gaps: Count = Field(description="gaps detected in the depth update-id chain")
     recent_trades: list[TradeTick] = Field(description="the last N trades, oldest first")
     ts: TimestampNs
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-_FORBIDDEN = frozenset(".*>")
+from schemas import rules
 
 
 class InvalidSubjectToken(ValueError):
@@ -10,13 +10,12 @@ class InvalidSubjectToken(ValueError):
 
 
 def check_token(token: str, what: str = "token") -> str:
-    """Return ``token`` if it is one valid subject token, else raise ``InvalidSubjectToken``."""
-    if not token or any(c in _FORBIDDEN or c.isspace() for c in token):
-        raise InvalidSubjectToken(
-            f"{what} {token!r} is not a valid NATS subject token (empty, or contains '.', '*', '>' "
-            "or whitespace)"
-        )
-    return token
+    """Return ``token`` if it follows the symbol rule (``schemas.rules.symbol``: one subject token
+    of [A-Za-z0-9_-], bounded length), else raise ``InvalidSubjectToken``."""
+    try:
+        return rules.symbol(token, what)
+    except rules.RuleViolation as error:
+        raise InvalidSubjectToken(error.detail) from None
 
 
 def trades(symbol: str) -> str:

@@ -172,7 +172,7 @@ def test_bad_events_are_rejected_with_a_reason(normalizer: Normalizer, event: ob
 def test_contract_instances_pass_through_unchanged(normalizer: Normalizer) -> None:
     tick = TradeTick(
         exchange="binance",
-        symbol="X",
+        symbol="BTCUSDT",
         trade_id=1,
         price=Decimal("1.10"),
         qty=Decimal(2),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 
 from schemas import DepthUpdate, TradeTick
 from services.connector_feed.events import Depth, Trade
@@ -19,7 +20,7 @@ def _random_decimal(rng: random.Random, positive: bool) -> object:
         return f"0.{rng.randrange(1, 10**8):08d}"  # tiny: would be "1E-8" with str(Decimal)
     if kind == 3:
         return rng.randrange(1 if positive else 0, 10**6)
-    return f"{rng.randrange(1, 10**4)}e{rng.randrange(-9, 3)}"  # exponent notation in, plain out
+    return Decimal(f"{rng.randrange(1, 10**4)}e{rng.randrange(-9, 3)}")  # a Decimal in exponent form -> plain
 
 
 def test_fast_trade_encoding_equals_the_contract_bytes() -> None:

@@ -59,7 +59,7 @@ class HFTConnectorStream:
         self.reconnector = reconnector
         self.poll_interval_s = poll_interval_s
         self.label = connector_label
-        self.normalizer = Normalizer(connector.exchange, symbols)
+        self.normalizer = Normalizer(connector.exchange, connector.published_symbols() or symbols)
         self.books = FeedBooks()
         self.queue = EventQueue(max_queue, self.books.snapshot)
         self.connected = False
