@@ -25,6 +25,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
+import orjson
+
 DECIMAL_MAX_LENGTH: Final = 40
 SYMBOL_MAX_LENGTH: Final = 64
 EXCHANGE_MAX_LENGTH: Final = 32
@@ -41,6 +43,18 @@ SIGNED_DECIMAL_PATTERN: Final = f"^-?{DECIMAL_TEXT}$"
 SYMBOL_PATTERN: Final = f"^[A-Za-z0-9_-]{{1,{SYMBOL_MAX_LENGTH}}}$"
 EXCHANGE_PATTERN: Final = f"^[a-z0-9_]{{1,{EXCHANGE_MAX_LENGTH}}}$"
 
+#: A whole ``[["price","qty"],...]`` array as orjson writes it: every price and quantity a plain
+#: decimal string of at most DECIMAL_MAX_LENGTH characters, every price > 0.
+_BOUND = rb'(?=[0-9.]{1,%d}")' % DECIMAL_MAX_LENGTH
+_LEVELS = re.compile(
+    rb'\[(?:\["'
+    + _BOUND
+    + POSITIVE_DECIMAL_TEXT.encode()
+    + rb'","'
+    + _BOUND
+    + DECIMAL_TEXT.encode()
+    + rb'"\](?:,(?!\])|(?=\])))*\]'
+)
 _DECIMAL = re.compile(DECIMAL_TEXT)
 _POSITIVE = re.compile(POSITIVE_DECIMAL_TEXT)
 _SYMBOL = re.compile(SYMBOL_PATTERN.strip("^$"))
@@ -166,3 +180,25 @@ def id_value(value: object, what: str = "id") -> int:
     if not 0 <= value <= ID_MAX:
         raise RuleViolation("invalid_id", f"{what} {preview(value)} is outside 0..2**64-1")
     return value
+
+
+def levels(raw: object, side: str = "levels") -> list[tuple[str, str]]:
+    """``[["price", "qty"], ...]`` (any sequences of two strings) -> a list of (price, qty) pairs.
+
+    The hot loop of every depth message. A regex per string costs ~0.3 µs; one regex over the
+    compactly re-serialised array checks every level in one C-level pass (anything that is not a
+    pair of plain, bounded decimal strings with price > 0 fails it).
+    """
+    if type(raw) is not list:
+        raise RuleViolation("invalid_levels", f"{side} must be a list of [price, qty], got {preview(raw)}")
+    try:
+        ok = _LEVELS.fullmatch(orjson.dumps(raw)) is not None
+    except (orjson.JSONEncodeError, RecursionError):  # nested too deep, or not JSON data
+        ok = False
+    if not ok:
+        raise RuleViolation(
+            "invalid_levels",
+            f"{side} must be [[price > 0, qty], ...] of plain decimal strings "
+            f"(at most {DECIMAL_MAX_LENGTH} characters): {preview(raw)}",
+        )
+    return [(price, qty) for price, qty in raw]

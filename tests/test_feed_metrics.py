@@ -46,7 +46,7 @@ async def test_binance_book_resyncs_gaps_and_errors_reach_the_metrics(nats_url: 
     connector.on_frame(diff(100, 102), TS)
     connector.apply_snapshot("BTCUSDT", Snapshot(100, [("1.0", "2.0")], [("2.0", "1.0")]))  # synced
     connector.on_frame(diff(105, 106), TS)  # 103..104 missing: a gap
-    connector.on_frame(b"{not json", TS)
+    connector.on_frame("{not json", TS)
     points = _points(reader)
     await bus.drain()
 

@@ -11,7 +11,10 @@ from services.common.health import Condition, evaluate
         (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10), "ok"),
         (Condition(connected=True, last_data_age_s=11.0, stale_after_s=10), "degraded"),
         (Condition(connected=True, last_data_age_s=None, stale_after_s=10), "degraded"),
-        (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10, resyncing=True), "degraded"),
+        (
+            Condition(connected=True, last_data_age_s=1.0, stale_after_s=10, problems=("X resyncing: gap",)),
+            "degraded",
+        ),
         (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10, last_drop_age_s=30), "degraded"),
         (Condition(connected=True, last_data_age_s=1.0, stale_after_s=10, last_drop_age_s=61), "ok"),
         (Condition(connected=False, last_data_age_s=1.0, stale_after_s=10), "down"),
@@ -24,8 +27,13 @@ def test_status_rules(condition: Condition, status: str) -> None:
 
 def test_reasons_explain_a_degraded_status() -> None:
     status, reasons = evaluate(
-        Condition(connected=True, last_data_age_s=12.5, stale_after_s=10, resyncing=True)
+        Condition(
+            connected=True,
+            last_data_age_s=12.5,
+            stale_after_s=10,
+            problems=("BTCUSDT resyncing: sequence gap",),
+        )
     )
 
     assert status == "degraded"
-    assert reasons == ["stale: no data for 12.5s (> 10s)", "resyncing"]
+    assert reasons == ["stale: no data for 12.5s (> 10s)", "BTCUSDT resyncing: sequence gap"]

@@ -40,13 +40,16 @@ class Condition:
     last_data_age_s: float | None
     stale_after_s: float
     gave_up: bool = False
-    resyncing: bool = False
+    #: What is wrong beyond the connection, each a readable reason ("BTCUSDT resyncing: sequence
+    #: gap", "strategy x raised 3 errors in the last minute" ...): any makes the service degraded.
+    problems: tuple[str, ...] = ()
     last_drop_age_s: float | None = None
 
 
 def evaluate(condition: Condition) -> tuple[Status, list[str]]:
-    """``down`` when not connected or given up; ``degraded`` when connected but stale, resyncing
-    or dropping events in the last minute; else ``ok``. Reasons say why it is not ok."""
+    """``down`` when not connected or given up; ``degraded`` when connected but stale, with a
+    problem (a symbol resyncing or down, a broken invariant ...) or dropping events in the last
+    minute; else ``ok``. Reasons say why it is not ok."""
     if condition.gave_up:
         return "down", ["gave up reconnecting"]
     if not condition.connected:
@@ -58,8 +61,7 @@ def evaluate(condition: Condition) -> tuple[Status, list[str]]:
         reasons.append(
             f"stale: no data for {condition.last_data_age_s:.1f}s (> {condition.stale_after_s:g}s)"
         )
-    if condition.resyncing:
-        reasons.append("resyncing")
+    reasons.extend(condition.problems)
     if condition.last_drop_age_s is not None and condition.last_drop_age_s <= RECENT_DROP_WINDOW_S:
         reasons.append("dropped events in the last minute")
     return ("degraded" if reasons else "ok"), reasons

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -86,3 +87,34 @@ def debug_enabled() -> bool:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class LogSampler:
+    """Rate-limits log lines per key: at most ``per_minute`` lines per key in any minute window.
+
+    For every warning or error on a per-message path (a bad frame, a failed publish ...), so a
+    hostile stream or an outage cannot flood the log. ``allow`` returns None to suppress the line,
+    else how many lines of that key were suppressed since the last one written (log it as
+    ``suppressed``). Keys are reasons (low cardinality); past ``max_keys`` they share one bucket.
+    """
+
+    def __init__(
+        self, per_minute: int = 10, max_keys: int = 1000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_minute = per_minute
+        self._max_keys = max_keys
+        self._clock = clock
+        self._windows: dict[str, tuple[float, int, int]] = {}  # key -> (window start, written, suppressed)
+
+    def allow(self, key: str) -> int | None:
+        now = self._clock()
+        if key not in self._windows and len(self._windows) >= self._max_keys:
+            key = "_other"
+        start, written, suppressed = self._windows.get(key, (now, 0, 0))
+        if now - start >= 60.0:
+            start, written = now, 0
+        if written >= self.per_minute:
+            self._windows[key] = (start, written, suppressed + 1)
+            return None
+        self._windows[key] = (start, written + 1, 0)
+        return suppressed

@@ -12,10 +12,10 @@ import time
 
 from opentelemetry import trace
 
-from schemas import Status, subjects
+from schemas import Status, rules, subjects
 from services.common import messaging
 from services.common.bus import Bus
-from services.common.logging import get_logger
+from services.common.logging import LogSampler, get_logger
 from services.connector_feed.events import Event, Trade
 from services.connector_feed.metrics import LAG_SAMPLE_EVERY, FeedLagHistograms
 from services.connector_feed.queue import Queued
@@ -31,12 +31,15 @@ class Publisher:
         self.published = {"trade": 0, "depth": 0}
         self.published_by_key: dict[tuple[str, str, str], int] = {}
         self.publish_errors = 0
+        self.publish_errors_by_reason: dict[str, int] = {}
         self.statuses: dict[str, str] = {}  # symbol -> the last published state
+        self.status_reasons: dict[str, str] = {}  # symbol -> why (the last Status's reason)
+        self._log_sampler = LogSampler()
         self._subjects: dict[tuple[str, str], str] = {}
         self._sent = 0
 
     async def publish_batch(self, batch: list[Queued]) -> None:
-        """Publish queued events in order; a failure is counted and logged, never fatal."""
+        """Publish queued events in order; a failure is counted and logged (a sample), never fatal."""
         publish = self.bus.publish
         for event in batch:
             if type(event) is Status:
@@ -44,24 +47,37 @@ class Publisher:
                 continue
             assert not isinstance(event, Status)
             kind = "trade" if type(event) is Trade else "depth"
-            subject = self._subject(kind, event.symbol)
-            payload = event.wire()
-            self._sent += 1
-            lag_sample = self._sent % LAG_SAMPLE_EVERY == 0
             try:
+                subject = self._subject(kind, event.symbol)
+                payload = event.wire()
+                self._sent += 1
+                lag_sample = self._sent % LAG_SAMPLE_EVERY == 0
                 if event.trace is None and not lag_sample:
                     await publish(subject, payload)  # the common case: no headers at all
                 else:
                     await self._publish_with_headers(event, kind, subject, payload, lag_sample)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # per-message boundary: count, log, keep going
-                self.publish_errors += 1
-                log.warning("publish_failed", kind=kind, symbol=event.symbol, error=repr(error))
+            except Exception as error:  # per-message boundary: count, log a sample, keep going
+                self._failed(kind, error)
                 continue
             self.published[kind] += 1
             key = (kind, event.exchange, event.symbol)
             self.published_by_key[key] = self.published_by_key.get(key, 0) + 1
+
+    def _failed(self, kind: str, error: Exception) -> None:
+        self.publish_errors += 1
+        reason = type(error).__name__
+        self.publish_errors_by_reason[reason] = self.publish_errors_by_reason.get(reason, 0) + 1
+        suppressed = self._log_sampler.allow(reason)
+        if suppressed is not None:
+            log.warning(
+                "publish_failed",
+                kind=kind,
+                error=rules.preview(repr(error), 200),
+                errors=self.publish_errors,
+                suppressed=suppressed,
+            )
 
     async def _publish_with_headers(
         self, event: Event, kind: str, subject: str, payload: bytes, lag_sample: bool
@@ -97,11 +113,13 @@ class Publisher:
     async def _publish_status(self, status: Status) -> None:
         try:
             await self.bus.publish(subjects.status(status.symbol), status.to_json())
+        except asyncio.CancelledError:
+            raise
         except Exception as error:  # per-message boundary
-            self.publish_errors += 1
-            log.warning("publish_failed", kind="status", symbol=status.symbol, error=repr(error))
+            self._failed("status", error)
             return
         self.statuses[status.symbol] = status.state
+        self.status_reasons[status.symbol] = status.reason
         log.info(
             "md_status", symbol=status.symbol, state=status.state, stream=status.stream, reason=status.reason
         )

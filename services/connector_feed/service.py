@@ -31,7 +31,7 @@ def feed_health(
             last_data_age_s=age_since_ns(stream.last_event_ns),
             stale_after_s=stale_after_s,
             last_drop_age_s=age_s(stream.queue.dropped.last_drop_monotonic),
-            resyncing=stream.connected and stream.connector.is_resyncing(),
+            problems=tuple(stream.problems()) if stream.connected else (),
         )
 
     def details() -> dict[str, Any]:

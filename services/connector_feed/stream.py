@@ -17,7 +17,7 @@ from opentelemetry import trace
 from schemas import Status, subjects
 from services.common import messaging
 from services.common.bus import Bus
-from services.common.logging import debug_enabled, get_logger
+from services.common.logging import LogSampler, debug_enabled, get_logger
 from services.common.rates import RollingCounter, seed_metrics
 from services.common.reconnect import Reconnector
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
@@ -67,6 +67,10 @@ class HFTConnectorStream:
         self.last_event_ns: int | None = None  # receipt time (wall clock) of the newest event
         self.received = {"trade": 0, "depth": 0}
         self.rejected: dict[str, int] = {}
+        #: The connector's own last state per symbol (from the Status events it reported).
+        self.symbol_states: dict[str, tuple[str, str]] = {}
+        self._announced_reconnecting = False
+        self._log_sampler = LogSampler()
         # Wall-clock counters fed with each event's receipt time: no extra clock read per event.
         self.trade_rate = RollingCounter(clock=time.time)
         self.depth_rate = RollingCounter(clock=time.time)
@@ -140,6 +144,10 @@ class HFTConnectorStream:
                 continue
             self.connected = True
             self.reconnector.connected()
+            if self._announced_reconnecting and not self.symbol_states:
+                # A connector that reports no states of its own: say the data flows again.
+                self._status_all("live", "reconnected")
+            self._announced_reconnecting = False
             log.info(
                 "connector_connected",
                 connector=self.label,
@@ -205,13 +213,20 @@ class HFTConnectorStream:
                 await asyncio.sleep(0)
         log.warning("connector_disconnected", connector=self.label)
         self._status_all("reconnecting", "connection to the venue lost; reconnecting")
+        self._announced_reconnecting = True
         await self._disconnect()
         await self._backoff()
 
     def ingest(self, raw: object, ts_recv: int) -> Event | None:
         """Normalise one connector event, keep the book, queue it. Bad events are counted, not fatal."""
         if type(raw) is Status:  # a connector's state change: published as is
+            try:
+                self.normalizer.check_status(raw)
+            except EventRejected as error:
+                self._reject(raw, error)
+                return None
             self._status_symbols.add(raw.symbol)
+            self.symbol_states[raw.symbol] = (raw.state, raw.reason)
             self.queue.put(raw)
             return None
         countdown = self._trace_countdown - 1  # sampling decided before any tracer call
@@ -276,25 +291,27 @@ class HFTConnectorStream:
             self._log_event(event)
 
     def _reject(self, raw: object, error: EventRejected) -> None:
+        """Count a refused event by reason (metric labels: only ids this feed publishes) and log a sample."""
         self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
-        kind = raw.get("type") if isinstance(raw, dict) else None
-        exchange = raw.get("exchange") if isinstance(raw, dict) else None
-        symbol = raw.get("symbol") if isinstance(raw, dict) else None
+        kind = raw.get("type") if isinstance(raw, dict) else getattr(raw, "__class__", type(raw)).__name__
+        symbol = raw.get("symbol") if isinstance(raw, dict) else getattr(raw, "symbol", None)
         key = (
-            "depth" if kind == "depth" else "trade",
-            exchange if isinstance(exchange, str) else self.connector.exchange,
-            symbol if isinstance(symbol, str) else "unknown",
+            "depth" if kind in ("depth", "Depth", "DepthUpdate") else "trade",
+            self.connector.exchange,
+            symbol if isinstance(symbol, str) and symbol in self.normalizer.symbols else "other",
             error.reason,
         )
         self.rejected_by_key[key] = self.rejected_by_key.get(key, 0) + 1
-        name = "connector_depth_parse_error" if kind == "depth" else "connector_trade_parse_error"
-        log.warning(
-            name,
-            connector=self.label,
-            reason=error.reason,
-            error=error.detail,
-            rejected=self.rejected[error.reason],
-        )
+        suppressed = self._log_sampler.allow(error.reason)
+        if suppressed is not None:
+            log.warning(
+                "connector_depth_parse_error" if key[0] == "depth" else "connector_trade_parse_error",
+                connector=self.label,
+                reason=error.reason,
+                error=error.detail,
+                rejected=self.rejected[error.reason],
+                suppressed=suppressed,
+            )
 
     def _log_event(self, event: Event) -> None:
         lag_ms = round((event.ts_recv - event.ts_event) / 1e6, 3)
@@ -346,6 +363,14 @@ class HFTConnectorStream:
             )
 
     # ---- health ----------------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """Every symbol the connector reports as not live, with its reason (health's reasons)."""
+        return [
+            f"{symbol} {state}: {reason}"
+            for symbol, (state, reason) in sorted(self.symbol_states.items())
+            if state != "live"
+        ]
 
     def last_ts_iso(self) -> str | None:
         if self.last_event_ns is None:

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 from websockets.exceptions import ConnectionClosed
 
-from schemas import Status
-from services.common.logging import get_logger
+from schemas import Status, rules
+from services.common.logging import LogSampler, get_logger
 from services.connector_feed.binance.book import LocalBook
 from services.connector_feed.binance.links import Link, open_link, plan, routes
 from services.connector_feed.binance.parse import (
@@ -55,6 +55,11 @@ SUPERVISE_EVERY_S = 0.1
 RECENT_TRADE_IDS = 4096
 #: After a failed rotation, wait this long before trying again.
 ROTATION_RETRY_S = 5.0
+#: Frames longer than this are dropped unparsed (``oversized``) and the connection stays up; the
+#: websocket itself accepts up to MAX_WS_FRAME so such a frame never costs the socket.
+MAX_FRAME_CHARS = 1 << 20
+#: Warnings per reason per minute on per-frame paths (the rest are counted, not logged).
+LOG_LINES_PER_MINUTE = 10
 
 
 class BinanceConnector(ConnectorWrapper):
@@ -78,7 +83,7 @@ class BinanceConnector(ConnectorWrapper):
         self.venue_symbols = [s.upper() for s in settings.symbols]
         self.symbols = [instrument_id(v, self.market) for v in self.venue_symbols]
         self._venue_of = dict(zip(self.symbols, self.venue_symbols, strict=True))
-        self.parser = BinanceParser(self.market, self.trade_stream)
+        self.parser = BinanceParser(self.market, self.trade_stream, self.venue_symbols)
         self.books: dict[str, LocalBook] = {}
         self.states = SymbolStates(self.exchange, self.symbols, ["trades", "depth"], self.stale_after_s)
         self._pending: deque[Event | Status] = deque()
@@ -93,6 +98,9 @@ class BinanceConnector(ConnectorWrapper):
         self._last_trade_id: dict[str, int] = {}
         self._recent_ids: dict[str, set[int]] = {}  # per symbol, the last RECENT_TRADE_IDS ids
         self._recent_order: dict[str, deque[int]] = {}
+        self.log_sampler = LogSampler(LOG_LINES_PER_MINUTE)
+        #: Symbols the venue refused for good (e.g. HTTP 400 "Invalid symbol."), with its reason.
+        self.refused: dict[str, str] = {}
         self.subscribed_trades: set[str] = set()
         self.subscribed_depth: set[str] = set()
         self.frames = 0
@@ -112,6 +120,9 @@ class BinanceConnector(ConnectorWrapper):
         self.books = {}
         self.states = SymbolStates(self.exchange, self.symbols, ["trades", "depth"], self.stale_after_s)
         for symbol in self.symbols:
+            if symbol in self.refused:  # refused for good: stays down across reconnects
+                self._status(self.states.down(symbol, self.refused[symbol]))
+                continue
             if self.depth_stream == "diff":
                 self.books[symbol] = LocalBook(self.exchange, symbol, futures=self.market == "usdm")
                 self._status(self.states.book(symbol, synced=False, reason="connected: building the book"))
@@ -307,41 +318,67 @@ class BinanceConnector(ConnectorWrapper):
         """Rotation before the 24 h cut, and stale-stream detection."""
         while True:
             await asyncio.sleep(SUPERVISE_EVERY_S)
-            for status in self.states.check():
-                self._status(status)
-                log.warning(
-                    "binance_stream_stale", symbol=status.symbol, stream=status.stream, reason=status.reason
-                )
-            now = time.monotonic()
-            for link in list(self.links):
-                if now - link.opened_at >= self.rotate_after_s and not link.retiring:
-                    await self.rotate(link, "age")
+            try:
+                self._supervise_once()
+            except Exception as error:  # supervisor boundary: count, log a sample, keep supervising
+                self._malformed("supervisor_error", f"{type(error).__name__}: {rules.preview(str(error))}")
+
+    def _supervise_once(self) -> None:
+        for status in self.states.check():
+            self._status(status)
+            log.warning(
+                "binance_stream_stale", symbol=status.symbol, stream=status.stream, reason=status.reason
+            )
+        now = time.monotonic()
+        for link in list(self.links):
+            if now - link.opened_at >= self.rotate_after_s and not link.retiring:
+                self._spawn(self.rotate(link, "age"), "binance-rotate")
 
     # ---- frames ------------------------------------------------------------------------------
 
     def on_frame(self, frame: str | bytes, ts_recv: int, link: Link | None = None) -> None:
-        """Parse one frame and route it (the message handler: decode -> parse -> emit)."""
+        """Parse one frame and route it (the message handler: decode -> parse -> emit).
+
+        Never raises: a bad frame of any shape is counted by reason, logged as a sample, and the
+        connection stays up; valid frames before and after it are unaffected.
+        """
         self.frames += 1
         try:
+            if type(frame) is not str:
+                raise MalformedFrame("binary_frame", f"{len(frame)} bytes (Binance sends text frames)")
+            if len(frame) > MAX_FRAME_CHARS:
+                raise MalformedFrame("oversized", f"{len(frame)} characters (> {MAX_FRAME_CHARS})")
             item = self.parser.parse(frame, ts_recv)
         except MalformedFrame as error:
             if self.recorder is not None:
                 self.recorder.write(CONNECTION_FILE, ts_recv, frame)
-            count = self.malformed[error.reason] = self.malformed.get(error.reason, 0) + 1
-            if count <= 10 or count % 1000 == 0:
-                log.warning("binance_malformed_frame", reason=error.reason, detail=error.detail, count=count)
+            self._malformed(error.reason, error.detail)
             return
         if self.recorder is not None:
             symbol = getattr(item, "symbol", None)
             self.recorder.write(
                 self._venue_of.get(symbol, CONNECTION_FILE) if symbol else CONNECTION_FILE, ts_recv, frame
             )
+        try:
+            self._route(item, link)
+        except Exception as error:  # the per-frame boundary: a bug here costs one frame, not the socket
+            self._malformed("internal_error", f"{type(error).__name__}: {rules.preview(str(error))}")
+
+    def _malformed(self, reason: str, detail: str) -> None:
+        count = self.malformed[reason] = self.malformed.get(reason, 0) + 1
+        suppressed = self.log_sampler.allow(reason)
+        if suppressed is not None:
+            log.warning(
+                "binance_malformed_frame", reason=reason, detail=detail, count=count, suppressed=suppressed
+            )
+
+    def _route(self, item: object, link: Link | None) -> None:
         if type(item) is Trade:
             self._on_trade(item)
         elif type(item) is DepthDiff:
             self._on_diff(item)
         elif type(item) is PartialBook:
-            self._status(self.states.seen(item.symbol, "depth", ts_recv))
+            self._status(self.states.seen(item.symbol, "depth", item.ts_recv))
             self._emit(
                 Depth(
                     self.exchange,
@@ -359,7 +396,8 @@ class BinanceConnector(ConnectorWrapper):
         else:
             assert isinstance(item, Control)
             self.control[item.kind] = self.control.get(item.kind, 0) + 1
-            log.info("binance_control_frame", kind=item.kind, detail=item.detail)
+            if self.log_sampler.allow(f"control_{item.kind}") is not None:
+                log.info("binance_control_frame", kind=item.kind, detail=rules.preview(item.detail, 300))
             if item.kind == "server_shutdown" and link is not None:
                 self._spawn(self.rotate(link, "serverShutdown"), "binance-rotate")
 
@@ -376,7 +414,11 @@ class BinanceConnector(ConnectorWrapper):
                 return
         elif last is not None and self.trade_stream == "trade" and trade.trade_id != last + 1:
             self.trade_gaps += 1  # raw trade ids are contiguous per symbol
-            log.warning("binance_trade_gap", symbol=symbol, after=last, got=trade.trade_id)
+            suppressed = self.log_sampler.allow("trade_gap")
+            if suppressed is not None:
+                log.warning(
+                    "binance_trade_gap", symbol=symbol, after=last, got=trade.trade_id, suppressed=suppressed
+                )
         self._remember(symbol, trade.trade_id)
         self._emit(trade)
 
@@ -403,13 +445,17 @@ class BinanceConnector(ConnectorWrapper):
         for event in book.on_diff(diff):
             self._emit(event)
         if was_synced and book.state != "synced":
-            log.warning("binance_book_gap", symbol=diff.symbol, gaps=book.stats.gaps)
+            suppressed = self.log_sampler.allow("book_gap")
+            if suppressed is not None:
+                log.warning(
+                    "binance_book_gap", symbol=diff.symbol, gaps=book.stats.gaps, suppressed=suppressed
+                )
             self._status(self.states.book(diff.symbol, synced=False, reason="sequence gap: resyncing"))
         if book.snapshot_wanted:
             self._want_snapshot(diff.symbol)
 
     def _want_snapshot(self, symbol: str) -> None:
-        if symbol not in self._snapshot_queued:
+        if symbol not in self._snapshot_queued and symbol not in self.refused:
             self._snapshot_queued.add(symbol)
             self._snapshots.put_nowait(symbol)
 
@@ -421,11 +467,11 @@ class BinanceConnector(ConnectorWrapper):
             book = self.books[symbol]
             try:
                 snapshot = await fetcher.fetch(self._venue_of[symbol])
-            except SnapshotError as error:
-                log.error("binance_snapshot_refused", symbol=symbol, error=str(error))
-                await asyncio.sleep(5)
+            except SnapshotError as error:  # the venue refused the symbol for good: stop asking
                 self._snapshot_queued.discard(symbol)
-                self._want_snapshot(symbol)
+                self.refused[symbol] = f"venue refused {self._venue_of[symbol]}: {error}"
+                log.error("binance_symbol_refused", symbol=symbol, error=str(error))
+                self._status(self.states.down(symbol, self.refused[symbol]))
                 continue
             self._snapshot_queued.discard(symbol)
             received = time.time_ns()

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection, connect
 
 PING_INTERVAL_S = 20.0  # our pings; Binance answers (and pings us: websockets answers those)
+#: The largest frame the websocket accepts (bigger closes the connection, 1009): far above any
+#: real frame, so an oversized one is dropped by the connector (counted) and the socket stays up.
+MAX_WS_FRAME = 64 << 20
 
 
 @dataclass
@@ -60,7 +63,11 @@ async def open_link(ws_url: str, path: str, streams: list[str], ping_timeout_s: 
     url = f"{ws_url}{path}?streams={'/'.join(streams)}"
     ws = await asyncio.wait_for(
         connect(
-            url, max_size=2**24, open_timeout=10, ping_interval=PING_INTERVAL_S, ping_timeout=ping_timeout_s
+            url,
+            max_size=MAX_WS_FRAME,
+            open_timeout=10,
+            ping_interval=PING_INTERVAL_S,
+            ping_timeout=ping_timeout_s,
         ),
         15,
     )

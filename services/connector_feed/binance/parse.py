@@ -4,33 +4,41 @@ No I/O, no clock. One frame is one of: a trade (``Trade``, exact decimal strings
 them), a depth diff (``DepthDiff``, for the local order book), a partial book (``PartialBook``), a
 control frame (``Control``: subscription replies, errors, ``serverShutdown``), or malformed
 (``MalformedFrame`` with a stable reason, counted by the connector).
+
+``parse`` is total: every value meets its rule in ``schemas.rules`` (plain bounded decimals,
+int64 ns times, uint64 ids, token symbols) and whatever else a frame holds - any JSON type in any
+field, nesting 1,000 deep, a 10 kB number - ends as ``MalformedFrame``, never another exception.
+A parser told its symbols refuses frames of any other symbol (``unknown_symbol``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
+from schemas import rules
+from schemas.rules import RuleViolation
 from services.connector_feed.events import Trade, WireLevel
 
-_POSITIVE_TEXT = r"(?:0\.[0-9]*[1-9][0-9]*|[1-9][0-9]*(?:\.[0-9]+)?)"
-_POSITIVE = re.compile(_POSITIVE_TEXT)
-#: A trade's price and quantity in one match: both plain decimals, both > 0.
-_PRICE_AND_QTY = re.compile(_POSITIVE_TEXT + "," + _POSITIVE_TEXT)
+#: A trade's price and quantity in one match: both plain decimals > 0 (lengths checked beside it).
+_PRICE_AND_QTY = re.compile(rules.POSITIVE_DECIMAL_TEXT + "," + rules.POSITIVE_DECIMAL_TEXT)
+_MAX_DECIMAL = rules.DECIMAL_MAX_LENGTH
 MS = 1_000_000
+#: The largest venue time in ms that is still an int64 of ns.
+MAX_MS = rules.TIMESTAMP_MAX // MS
+#: Venue symbols a parser without a configured list remembers (a hostile stream cannot grow it).
+_MAX_KNOWN_SYMBOLS = 10_000
 
 Market = Literal["spot", "usdm"]
 EXCHANGE = {"spot": "binance", "usdm": "binance_usdm"}
 
 
-class MalformedFrame(ValueError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+#: A frame that is not what Binance documents (a rule violation: ``reason`` and bounded ``detail``).
+MalformedFrame = RuleViolation
 
 
 @dataclass(slots=True)
@@ -59,13 +67,15 @@ def parse_rest_snapshot(body: str | bytes) -> Snapshot:
     """``{"lastUpdateId": ..., "bids": [...], "asks": [...]}`` (futures add ``E``, ``T``)."""
     try:
         data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise MalformedFrame("bad_snapshot", f"not JSON: {body[:80]!r}") from None
-    last = data.get("lastUpdateId") if type(data) is dict else None
-    if type(last) is not int:
-        raise MalformedFrame("bad_snapshot", f"no lastUpdateId in {body[:80]!r}")
-    raw = body if isinstance(body, str) else body.decode()
-    return Snapshot(last, parse_levels(data.get("bids")), parse_levels(data.get("asks")), raw)
+        last = data.get("lastUpdateId") if type(data) is dict else None
+        if type(last) is not int or not 0 <= last <= rules.ID_MAX:
+            raise MalformedFrame("bad_snapshot", f"no valid lastUpdateId in {rules.preview(body)}")
+        raw = body if isinstance(body, str) else body.decode()
+        return Snapshot(last, parse_levels(data.get("bids")), parse_levels(data.get("asks")), raw)
+    except RuleViolation:
+        raise
+    except Exception as error:  # not JSON, not UTF-8 ...: one bad body, never a crash
+        raise MalformedFrame("bad_snapshot", f"{type(error).__name__}: {rules.preview(body)}") from None
 
 
 @dataclass(slots=True)
@@ -93,36 +103,61 @@ def instrument_id(venue_symbol: str, market: Market) -> str:
 
 
 class BinanceParser:
-    """Parses frames of one market; ``symbols`` maps Binance's symbol to our instrument id."""
+    """Parses frames of one market into our instrument ids (``BTCUSDT``, ``BTCUSDT-PERP``).
 
-    def __init__(self, market: Market, trade_stream: str | None = None) -> None:
+    ``venue_symbols`` (Binance's upper-case symbols) are the only ones accepted when given;
+    without them (replaying a recording) any symbol that meets the symbol rule is.
+    """
+
+    def __init__(
+        self, market: Market, trade_stream: str | None = None, venue_symbols: Iterable[str] | None = None
+    ) -> None:
         self.market = market
         # Which trade event this connection carries is known up front: check it first.
         self._trade_event = trade_stream or ("trade" if market == "spot" else "aggTrade")
         self._trade_id_key = "t" if self._trade_event == "trade" else "a"
         self.exchange = EXCHANGE[market]
-        self._ids: dict[str, str] = {}
+        self._closed = venue_symbols is not None
+        self._ids: dict[str, str] = {s: instrument_id(s, market) for s in venue_symbols or ()}
 
     def _symbol(self, venue_symbol: object) -> str:
-        if type(venue_symbol) is not str or not venue_symbol:
-            raise MalformedFrame("bad_symbol", f"symbol {venue_symbol!r}")
-        known = self._ids.get(venue_symbol)
-        if known is None:
-            known = self._ids[venue_symbol] = instrument_id(venue_symbol, self.market)
+        known = self._ids.get(venue_symbol) if type(venue_symbol) is str else None
+        if known is not None:
+            return known
+        if self._closed:
+            raise MalformedFrame(
+                "unknown_symbol", f"a symbol this feed did not subscribe: {rules.preview(venue_symbol)}"
+            )
+        try:
+            known = instrument_id(rules.symbol(venue_symbol), self.market)
+            rules.symbol(known)  # the id too must be one subject token
+        except RuleViolation as error:
+            raise MalformedFrame("bad_symbol", error.detail) from None
+        if len(self._ids) < _MAX_KNOWN_SYMBOLS:
+            self._ids[venue_symbol] = known  # type: ignore[index]
         return known
 
     def parse(self, frame: str | bytes, ts_recv: int) -> Parsed:
+        """The frame as one of our types, or ``MalformedFrame`` - never any other exception."""
+        try:
+            return self._parse(frame, ts_recv)
+        except RuleViolation:
+            raise
+        except Exception as error:  # the per-frame boundary: whatever the frame held, it is one bad frame
+            raise MalformedFrame("malformed", f"{type(error).__name__} on {rules.preview(frame)}") from None
+
+    def _parse(self, frame: str | bytes, ts_recv: int) -> Parsed:
         try:
             message = orjson.loads(frame)
         except orjson.JSONDecodeError:
-            raise MalformedFrame("not_json", repr(frame[:80])) from None
+            raise MalformedFrame("not_json", rules.preview(frame)) from None
         if type(message) is not dict:
-            raise MalformedFrame("not_an_object", repr(frame[:80]))
+            raise MalformedFrame("not_an_object", rules.preview(frame))
         stream = message.get("stream")
         if stream is not None:  # combined-stream envelope
             data = message.get("data")
             if type(data) is not dict:
-                raise MalformedFrame("bad_envelope", f"stream {stream!r} without a data object")
+                raise MalformedFrame("bad_envelope", f"stream {rules.preview(stream)} without a data object")
             if data.get("e") == self._trade_event:  # the hot path, first
                 try:
                     return self._trade(data, data[self._trade_id_key], ts_recv)
@@ -153,16 +188,37 @@ class BinanceParser:
                 return self._spot_partial(data, stream, ts_recv)
         except KeyError as missing:
             raise MalformedFrame("missing_field", f"{kind} without {missing.args[0]!r}") from None
-        raise MalformedFrame("unknown_event", f"event {kind!r} on stream {stream!r}")
+        raise MalformedFrame(
+            "unknown_event", f"event {rules.preview(kind)} on stream {rules.preview(stream)}"
+        )
 
     def _trade(self, data: dict[str, Any], trade_id: object, ts_recv: int) -> Trade:
         price, qty, maker, ts, venue_symbol = data["p"], data["q"], data["m"], data["T"], data["s"]
-        if type(price) is not str or type(qty) is not str or not _PRICE_AND_QTY.fullmatch(f"{price},{qty}"):
-            bad = "bad_price" if type(price) is not str or not _POSITIVE.fullmatch(price) else "bad_qty"
-            raise MalformedFrame(bad, f"price {price!r}, qty {qty!r} (both plain decimals > 0)")
+        if (
+            type(price) is not str
+            or type(qty) is not str
+            or len(price) > _MAX_DECIMAL
+            or len(qty) > _MAX_DECIMAL
+            or not _PRICE_AND_QTY.fullmatch(f"{price},{qty}")
+        ):
+            bad = (
+                "bad_price"
+                if type(price) is not str
+                or len(price) > _MAX_DECIMAL
+                or not _PRICE_AND_QTY.fullmatch(f"{price},1")
+                else "bad_qty"
+            )
+            raise MalformedFrame(
+                bad,
+                f"price {rules.preview(price)}, qty {rules.preview(qty)} (plain decimals > 0, <= 40 chars)",
+            )
         if type(maker) is not bool or type(trade_id) is not int or type(ts) is not int:
             raise MalformedFrame("wrong_type", "m must be a bool, the id and T ints")
-        symbol = self._ids.get(venue_symbol) or self._symbol(venue_symbol)
+        if not (0 <= trade_id <= rules.ID_MAX and 0 <= ts <= MAX_MS):
+            raise MalformedFrame(
+                "out_of_range", f"id {rules.preview(trade_id)} or T {rules.preview(ts)} out of range"
+            )
+        symbol = self._symbol(venue_symbol)
         # Buyer is the maker -> the aggressor sold.
         return Trade(
             self.exchange,
@@ -178,10 +234,10 @@ class BinanceParser:
 
     def _diff(self, data: dict[str, Any], ts_recv: int) -> DepthDiff:
         first, last, prev = data["U"], data["u"], data.get("pu")
-        if type(first) is not int or type(last) is not int or first > last:
-            raise MalformedFrame("bad_update_ids", f"U={first!r} u={last!r}")
-        if prev is not None and type(prev) is not int:
-            raise MalformedFrame("bad_update_ids", f"pu={prev!r}")
+        if type(first) is not int or type(last) is not int or not 0 <= first <= last <= rules.ID_MAX:
+            raise MalformedFrame("bad_update_ids", f"U={rules.preview(first)} u={rules.preview(last)}")
+        if prev is not None and (type(prev) is not int or not 0 <= prev <= rules.ID_MAX):
+            raise MalformedFrame("bad_update_ids", f"pu={rules.preview(prev)}")
         ts = data.get("T") or data["E"]
         return DepthDiff(
             self._symbol(data["s"]),
@@ -225,32 +281,21 @@ def _is_partial_stream(stream: object) -> bool:
 
 
 def _ms(value: object) -> int:
-    if type(value) is not int:
-        raise MalformedFrame("wrong_type", f"time {value!r}")
+    if type(value) is not int or not 0 <= value <= MAX_MS:
+        raise MalformedFrame("bad_time", f"time {rules.preview(value)} (ms, within int64 ns)")
     return value * MS
 
 
 def _int(value: object) -> int:
-    if type(value) is not int:
-        raise MalformedFrame("wrong_type", f"id {value!r}")
+    if type(value) is not int or not 0 <= value <= rules.ID_MAX:
+        raise MalformedFrame("bad_update_ids", f"id {rules.preview(value)}")
     return value
 
 
-_NUMBER = rb"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
-_PRICE = rb"(?:0\.[0-9]*[1-9][0-9]*|[1-9][0-9]*(?:\.[0-9]+)?)"  # > 0
-#: A whole level array, re-serialised compactly: [["price","qty"],...] with plain decimals only.
-_LEVELS = re.compile(rb'\[(?:\["' + _PRICE + rb'","' + _NUMBER + rb'"\](?:,(?!\])|(?=\])))*\]')
-
-
 def parse_levels(raw: object) -> list[WireLevel]:
-    """``[["price", "qty"], ...]`` as Binance sent them (quantity 0 removes a level).
-
-    The hot loop of every depth frame. Validating each string with a regex costs ~0.2 µs a call;
-    one regex over the compactly re-serialised array checks every level in one C-level pass
-    (anything that is not a pair of plain decimal strings, price > 0, fails it).
-    """
-    if type(raw) is not list or not _LEVELS.fullmatch(orjson.dumps(raw)):
-        raise MalformedFrame(
-            "bad_levels", f"levels must be [[decimal price > 0, decimal qty], ...]: {raw!r:.80}"
-        )
-    return [(price, qty) for price, qty in raw]
+    """``[["price", "qty"], ...]`` as Binance sent them (quantity 0 removes a level); the rule of
+    ``schemas.rules.levels``, reported as ``bad_levels``."""
+    try:
+        return rules.levels(raw)
+    except RuleViolation as error:
+        raise MalformedFrame("bad_levels", error.detail) from None

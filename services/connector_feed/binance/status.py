@@ -33,9 +33,12 @@ class SymbolStates:
         self._last_seen: dict[tuple[str, Stream], int] = {(sym, s): start for sym in symbols for s in streams}
         self.stale: set[tuple[str, Stream]] = set()
         self.resyncing: set[str] = set()
+        self.down_reasons: dict[str, str] = {}  # symbols the venue refused for good
         self._reported: dict[str, str] = {}
 
     def state(self, symbol: str) -> str:
+        if symbol in self.down_reasons:
+            return "down"
         if any((symbol, s) in self.stale for s in self.streams):
             return "stale"
         return "resyncing" if symbol in self.resyncing else "live"
@@ -59,13 +62,22 @@ class SymbolStates:
             self.resyncing.add(symbol)
         return self._report(symbol, "depth", reason)
 
+    def down(self, symbol: str, reason: str) -> Status | None:
+        """The venue refused ``symbol`` for good: ``down`` until the feed restarts."""
+        self.down_reasons[symbol] = reason
+        return self._report(symbol, "all", reason)
+
     def check(self) -> list[Status]:
         """Periodic: flag streams silent past their threshold."""
         now = self._clock_ns()
         changes = []
         for key, last in self._last_seen.items():
             symbol, stream = key
-            if key not in self.stale and now - last > self._stale_after_ns[stream]:
+            if (
+                key not in self.stale
+                and symbol not in self.down_reasons
+                and now - last > self._stale_after_ns[stream]
+            ):
                 self.stale.add(key)
                 status = self._report(symbol, stream, f"no {stream} for {(now - last) / 1e9:.1f}s")
                 if status is not None:
