@@ -86,6 +86,11 @@ def preview(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def clip(text: str, limit: int = 200) -> str:
+    """Our own text (an error's repr ...) cut to ``limit`` characters for a log line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def decimal_text(value: str, field: str, *, positive: bool) -> str:
     """A decimal string as it travels: plain notation, bounded length (> 0 when ``positive``)."""
     if len(value) <= DECIMAL_MAX_LENGTH and (_POSITIVE if positive else _DECIMAL).fullmatch(value):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from schemas import DepthUpdate, TradeTick
+from schemas.wire import DepthMsg, TradeMsg, decode_depth, decode_trade
 from services.context.state import SymbolContext
 
 S = 1_000_000_000
@@ -17,7 +18,11 @@ class Clock:
         return self.now
 
 
-def _tick(i: int, price: str, qty: str, ts: int) -> TradeTick:
+def _tick(i: int, price: str, qty: str, ts: int) -> TradeMsg:
+    return decode_trade(_contract_tick(i, price, qty, ts).to_json())
+
+
+def _contract_tick(i: int, price: str, qty: str, ts: int) -> TradeTick:
     return TradeTick(
         exchange="stub",
         symbol="X",
@@ -38,20 +43,22 @@ def _depth(
     snapshot: bool = False,
     first: int | None = None,
     prev: int | None = None,
-) -> DepthUpdate:
-    return DepthUpdate.model_validate(
-        {
-            "exchange": "stub",
-            "symbol": "X",
-            "bids": bids,
-            "asks": asks,
-            "is_snapshot": snapshot,
-            "first_update_id": first,
-            "last_update_id": last,
-            "prev_last_update_id": prev,
-            "ts_event": 1,
-            "ts_recv": 2,
-        }
+) -> DepthMsg:
+    return decode_depth(
+        DepthUpdate.model_validate(
+            {
+                "exchange": "stub",
+                "symbol": "X",
+                "bids": bids,
+                "asks": asks,
+                "is_snapshot": snapshot,
+                "first_update_id": first,
+                "last_update_id": last,
+                "prev_last_update_id": prev,
+                "ts_event": 1,
+                "ts_recv": 2,
+            }
+        ).to_json()
     )
 
 

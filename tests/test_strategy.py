@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from schemas import Signal, TradeTick
+from schemas.wire import TradeMsg, decode_trade
 from services.strategy_engine.runner import StrategyRunner
 from services.strategy_engine.settings import StrategySettings
 from services.strategy_engine.strategy import Strategy, load_strategies
@@ -17,7 +18,11 @@ S = 1_000_000_000
 T0 = 1_700_000_000 * S
 
 
-def _tick(i: int, price: str, qty: str = "1", symbol: str = "BTCUSDT", ts: int | None = None) -> TradeTick:
+def _tick(i: int, price: str, qty: str = "1", symbol: str = "BTCUSDT", ts: int | None = None) -> TradeMsg:
+    return decode_trade(_contract(i, price, qty, symbol, ts).to_json())
+
+
+def _contract(i: int, price: str, qty: str, symbol: str, ts: int | None) -> TradeTick:
     return TradeTick(
         exchange="stub",
         symbol=symbol,
@@ -82,7 +87,7 @@ def test_vwap_keeps_symbols_apart() -> None:
 class Exploding(Strategy):
     name = "exploding"
 
-    def on_trade(self, tick: TradeTick) -> Sequence[Signal]:
+    def on_trade(self, tick: TradeMsg) -> Sequence[Signal]:
         if tick.trade_id % 2:
             raise RuntimeError("boom")
         return ()
@@ -119,5 +124,5 @@ async def test_runner_isolates_a_raising_strategy_and_drops_oldest_when_full() -
     task.cancel()
 
     assert runner.errors == 2  # ids 3 and 5 raised; the runner kept going
-    assert runner.last_error == "RuntimeError('boom')"
+    assert runner.health()["last_error"] == "raised: RuntimeError('boom')"
     assert runner.queued == {"trade": 0, "depth": 0}

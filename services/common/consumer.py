@@ -1,8 +1,11 @@
-"""Subscribing to market data: ``md.<SYMBOL>.trades`` / ``.depth`` -> validated contracts.
+"""Subscribing to market data: ``md.<SYMBOL>.trades`` / ``.depth`` -> validated messages.
 
 Shared by strategy_engine and context. NATS runs one subscription's callbacks one at a time, so
-the callback only decodes and hands the contract on (to a bounded queue or an O(1) update). A
-message that is not a valid contract is counted and logged (sampled), never fatal.
+the callback only decodes (``schemas.wire``: the contracts' rules, ~1 µs) and hands the message on
+(to a bounded queue or an O(1) update). Anything else that arrives on those subjects - arbitrary
+bytes, another schema version, a symbol that is not the subject's, a decimal outside the rules, an
+event time in the future - is refused before it can touch any state, counted by reason
+(``rejected`` in health), and logged as a sample (bounded, never the message itself).
 
 Telemetry: a message that carries ``traceparent`` gets a CONSUMER span ``process md.{symbol}.*``
 (child of the feed's producer span), whose context is handed on with the event; processing time
@@ -19,20 +22,25 @@ from typing import Any
 from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.context import Context
-from pydantic import ValidationError
 
-from schemas import DepthUpdate, TradeTick, subjects
+from schemas import rules, subjects
+from schemas.rules import RuleViolation
+from schemas.wire import DepthMsg, TradeMsg, decode_depth, decode_trade
 from services.common import messaging
 from services.common.bus import Bus
 from services.common.instruments import LAG_SAMPLE_EVERY, messaging_attributes, observable_counter
-from services.common.logging import get_logger
+from services.common.logging import LogSampler, get_logger
 from services.common.rates import RollingCounter, seed_metrics
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 
 log = get_logger(__name__)
 
-TradeHook = Callable[[TradeTick, Context | None], None]
-DepthHook = Callable[[DepthUpdate, Context | None], None]
+TradeHook = Callable[[TradeMsg, Context | None], None]
+DepthHook = Callable[[DepthMsg, Context | None], None]
+MarketMsg = TradeMsg | DepthMsg
+#: An event time this far ahead of our clock is refused (``future_timestamp``): it would hold
+#: every event-time window (VWAP) open for good.
+MAX_FUTURE_NS = 60 * 1_000_000_000
 
 
 class MarketDataSubscriber:
@@ -56,6 +64,9 @@ class MarketDataSubscriber:
         self.service = service
         self.consumed = {"trade": 0, "depth": 0}
         self.invalid = 0
+        self.rejected: dict[str, int] = {}  # by reason
+        self.hook_errors = 0
+        self._log_sampler = LogSampler()
         self.last_message_monotonic: float | None = None
         self.trade_rate = RollingCounter()
         self.depth_rate = RollingCounter()
@@ -83,56 +94,88 @@ class MarketDataSubscriber:
         ]
 
     async def start(self) -> None:
-        on_trade = self._handler("trade", TradeTick, self.trade_rate, self._on_trade)
-        on_depth = self._handler("depth", DepthUpdate, self.depth_rate, self._on_depth)
         for symbol in self.symbols:
-            await self.bus.subscribe(subjects.trades(symbol), on_trade)
-            await self.bus.subscribe(subjects.depth(symbol), on_depth)
+            await self.bus.subscribe(
+                subjects.trades(symbol),
+                self._handler("trade", decode_trade, symbol, self.trade_rate, self._on_trade),
+            )
+            await self.bus.subscribe(
+                subjects.depth(symbol),
+                self._handler("depth", decode_depth, symbol, self.depth_rate, self._on_depth),
+            )
         await self.bus.nc.flush()
 
     def _handler(
-        self, kind: str, model: type[Any], rate: RollingCounter, hook: Callable[[Any, Context | None], None]
+        self,
+        kind: str,
+        decode: Callable[[bytes], MarketMsg],
+        symbol: str,
+        rate: RollingCounter,
+        hook: Callable[[Any, Context | None], None],
     ) -> Callable[[Msg], Awaitable[None]]:
-        """The NATS callback of one kind: decode -> count -> hand on (a closure: no call per message)."""
+        """The NATS callback of one subject: decode -> check -> count -> hand on."""
         consumed, pressure = self.consumed, self._pressure
 
         async def on_msg(msg: Msg) -> None:
             if msg.headers:  # sampled: a trace and/or a lag sample
-                await self._instrumented(msg, kind)
+                await self._instrumented(msg, kind, decode, symbol, hook)
                 return
-            try:
-                event = model.model_validate_json(msg.data)
-            except ValidationError as error:
-                self._invalid(msg, error)
+            event = self._accept(msg, decode, symbol)
+            if event is None:
                 return
             consumed[kind] += 1
             self.last_message_monotonic = now = time.monotonic()
             rate.add(1, now)
-            hook(event, None)
+            self._hand_on(hook, event, None)
             if pressure is not None and pressure():
                 await asyncio.sleep(0)
 
         return on_msg
 
-    async def _instrumented(self, msg: Msg, kind: str) -> None:
+    def _accept(self, msg: Msg, decode: Callable[[bytes], MarketMsg], symbol: str) -> MarketMsg | None:
+        """The message as a checked event, or None (refused and counted)."""
+        try:
+            event = decode(msg.data)
+            if event.symbol != symbol:
+                raise RuleViolation(
+                    "symbol_mismatch", f"symbol {rules.preview(event.symbol)} on {rules.preview(msg.subject)}"
+                )
+            if event.ts_event > time.time_ns() + MAX_FUTURE_NS:
+                raise RuleViolation("future_timestamp", f"ts_event {event.ts_event} is ahead of our clock")
+        except RuleViolation as error:
+            self._reject(msg, error)
+            return None
+        return event
+
+    def _hand_on(
+        self, hook: Callable[[Any, Context | None], None], event: MarketMsg, context: Context | None
+    ) -> None:
+        try:
+            hook(event, context)
+        except Exception as error:  # per-message boundary: a consumer bug costs one message, counted
+            self.hook_errors += 1
+            if self._log_sampler.allow("hook_error") is not None:
+                log.error("consumer_hook_failed", service=self.service, error=rules.clip(repr(error), 300))
+
+    async def _instrumented(
+        self,
+        msg: Msg,
+        kind: str,
+        decode: Callable[[bytes], MarketMsg],
+        symbol: str,
+        hook: Callable[[Any, Context | None], None],
+    ) -> None:
         """The sampled path: a message with headers (a trace and/or a publish-time lag sample)."""
         started = time.perf_counter()
         received_ns = time.time_ns()
         headers = msg.headers or {}
         template = subjects.TRADES_TEMPLATE if kind == "trade" else subjects.DEPTH_TEMPLATE
-        symbol = subjects.symbol_of(msg.subject)
         span = messaging.consumer(self._tracer, msg.subject, template, len(msg.data), headers, symbol=symbol)
-        try:
-            if kind == "trade":
-                tick = TradeTick.model_validate_json(msg.data)
-                event: TradeTick | DepthUpdate = tick
-            else:
-                event = DepthUpdate.model_validate_json(msg.data)
-        except ValidationError as error:
+        event = self._accept(msg, decode, symbol)
+        if event is None:
             if span is not None:
-                messaging.fail(span, error)
+                messaging.fail(span, ValueError("refused message"))
                 span.end()
-            self._invalid(msg, error)
             return
         self.consumed[kind] += 1
         self.last_message_monotonic = now = time.monotonic()
@@ -140,30 +183,31 @@ class MarketDataSubscriber:
         context = trace.set_span_in_context(span) if span is not None else None
         if span is not None:
             span.set_attribute("exchange", event.exchange)
-        if isinstance(event, TradeTick):
-            self._on_trade(event, context)
-        else:
-            self._on_depth(event, context)
+        self._hand_on(hook, event, context)
         if span is not None:
             span.end()
         attributes = {"type": kind, "exchange": event.exchange, "symbol": symbol, "service": self.service}
         published = headers.get(messaging.PUBLISH_NS_HEADER)
-        if published is not None and published.isdigit():
+        if published is not None and published.isdigit() and len(published) < 20:
             self._publish_to_consume.record(max(received_ns - int(published), 0) / 1e9, attributes)
         self._process_duration.record(
             time.perf_counter() - started,
             {**messaging_attributes(template, self.service), "messaging.operation.name": "process"},
         )
 
-    def _invalid(self, msg: Msg, error: ValidationError) -> None:
+    def _reject(self, msg: Msg, error: RuleViolation) -> None:
         self.invalid += 1
-        if self.invalid <= 10 or self.invalid % 1000 == 0:  # a log sample, not a line per bad message
+        self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
+        suppressed = self._log_sampler.allow(error.reason)
+        if suppressed is not None:  # a sample, bounded: never the message itself
             log.warning(
                 "invalid_message",
-                subject=msg.subject,
-                invalid=self.invalid,
-                error=error.errors(include_url=False)[:3],
+                subject=rules.preview(msg.subject),
+                reason=error.reason,
+                error=error.detail,
                 size=len(msg.data),
+                invalid=self.invalid,
+                suppressed=suppressed,
             )
 
     def metrics(self, queue_sizes: tuple[int, int] = (0, 0)) -> dict[str, dict[str, float | int]]:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from services.common.bus import Bus, BusConnectError
 from services.common.logging import configure_logging, get_logger
 from services.common.settings import CommonSettings, SettingsError, load_settings
-from services.common.telemetry import Telemetry, setup_telemetry
+from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 
 log = get_logger(__name__)
 
@@ -92,6 +92,7 @@ def service_main(
     """The whole ``__main__`` of a service: load settings once, configure logging, run until stopped."""
     try:
         settings = load_settings(settings_cls)
+        load_settings(TelemetrySettings)  # bad OTEL_* values fail here, one line per variable
     except SettingsError as error:
         print(f"{name}: {error}", file=sys.stderr)
         return 2

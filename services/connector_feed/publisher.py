@@ -74,7 +74,7 @@ class Publisher:
             log.warning(
                 "publish_failed",
                 kind=kind,
-                error=rules.preview(repr(error), 200),
+                error=rules.clip(repr(error), 200),
                 errors=self.publish_errors,
                 suppressed=suppressed,
             )

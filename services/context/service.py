@@ -10,7 +10,8 @@ import orjson
 from nats.micro.request import Request
 from opentelemetry.context import Context
 
-from schemas import DepthUpdate, TradeTick, subjects
+from schemas import rules, subjects
+from schemas.wire import DepthMsg, TradeMsg
 from services.common import messaging
 from services.common.bus import Bus
 from services.common.consumer import MarketDataSubscriber
@@ -40,6 +41,7 @@ class ContextService:
         self.stale_after_s = settings.health_stale_after_s
         self.queries = 0
         self.unknown_queries = 0
+        self.failed_queries = 0
         self._tracer = self.telemetry.tracer()
         meter = self.telemetry.meter()
         self._query_duration = meter.create_histogram(
@@ -53,10 +55,10 @@ class ContextService:
             "depth update-id gaps detected (the book waits for the next snapshot)",
         )
 
-    def _on_trade(self, tick: TradeTick, _: Context | None) -> None:
+    def _on_trade(self, tick: TradeMsg, _: Context | None) -> None:
         self.contexts[tick.symbol].on_trade(tick)
 
-    def _on_depth(self, update: DepthUpdate, _: Context | None) -> None:
+    def _on_depth(self, update: DepthMsg, _: Context | None) -> None:
         self.contexts[update.symbol].on_depth(update)
 
     async def on_snapshot_request(self, request: Request) -> None:
@@ -73,16 +75,27 @@ class ContextService:
             context = self.contexts.get(symbol)
             if context is None:
                 self.unknown_queries += 1
-                message = f"unknown symbol {symbol!r}: this context service keeps {sorted(self.contexts)}"
+                known = sorted(self.contexts)
+                message = f"unknown symbol {rules.preview(symbol)}: this context service keeps {known}"
                 body = orjson.dumps({"error": message, "code": 404, "known_symbols": sorted(self.contexts)})
                 span.set_attribute("error.type", "unknown_symbol")
                 await request.respond_error("404", message, data=body)
                 outcome = "unknown_symbol"
             else:
-                await request.respond(
-                    context.snapshot().to_json(), headers={"Content-Type": "application/json"}
-                )
-                outcome = "ok"
+                try:
+                    body = context.snapshot().to_json()
+                except Exception as error:  # per-request boundary: a clear 500, never a crash or silence
+                    self.failed_queries += 1
+                    message = f"could not build the snapshot of {symbol}: {type(error).__name__}"
+                    log.error("snapshot_failed", symbol=symbol, error=rules.clip(repr(error)))
+                    span.set_attribute("error.type", type(error).__name__)
+                    await request.respond_error(
+                        "500", message, data=orjson.dumps({"error": message, "code": 500})
+                    )
+                    outcome = "error"
+                else:
+                    await request.respond(body, headers={"Content-Type": "application/json"})
+                    outcome = "ok"
         self._query_duration.record(time.perf_counter() - started, {"outcome": outcome})
 
     def condition(self) -> Condition:
@@ -90,14 +103,17 @@ class ContextService:
             connected=self.bus.is_connected,
             last_data_age_s=age_s(self.subscriber.last_message_monotonic),
             stale_after_s=self.stale_after_s,
+            problems=tuple(p for c in self.contexts.values() for p in c.problems()),
         )
 
     def details(self) -> dict[str, Any]:
         return {
             "consumed": dict(self.subscriber.consumed),
             "invalid_messages": self.subscriber.invalid,
+            "rejected": dict(self.subscriber.rejected),
             "slow_consumer_drops": self.bus.stats.slow_consumer_drops,
             "queries": self.queries,
+            "failed_queries": self.failed_queries,
             "symbols": {
                 s: {"trades": c.trade_count, "book_synced": c.book_synced, "book_gaps": c.book_gaps}
                 for s, c in self.contexts.items()

@@ -9,15 +9,22 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal
 
-from schemas import ContextSnapshot, DepthUpdate, TradeTick
-from schemas.types import decimal_to_wire
+import msgspec
+
+from schemas import ContextSnapshot, TradeTick
+from schemas.wire import DepthMsg, TradeMsg
 from services.common.book import OrderBook
-from services.common.logging import get_logger
+from services.common.logging import LogSampler, get_logger
 from services.common.rates import RollingCounter
 from services.common.vwap import RollingVwap
 
 log = get_logger("context")
+
+#: Deltas in a row older than the book before the book is declared lost (waits for a snapshot).
+MAX_STALE_STREAK = 100
+RECENT_S = 60.0
 
 
 class SymbolContext:
@@ -26,7 +33,7 @@ class SymbolContext:
     ) -> None:
         self.symbol = symbol
         self.exchange: str | None = None
-        self.trades: deque[TradeTick] = deque(maxlen=history)
+        self.trades: deque[TradeMsg] = deque(maxlen=history)
         self.rate = RollingCounter(clock=clock)
         self.vwap_window_s = vwap_window_s
         self.vwap = RollingVwap(int(vwap_window_s * 1e9))
@@ -35,43 +42,70 @@ class SymbolContext:
         self.book_synced = False
         self.book_gaps = 0
         self.stale_deltas = 0
+        self._stale_streak = 0
+        self.problem: tuple[str, float] | None = None  # the last broken invariant, for health
+        self._log_sampler = LogSampler()
 
-    def on_trade(self, tick: TradeTick) -> None:
+    def on_trade(self, tick: TradeMsg) -> None:
         self.exchange = tick.exchange
         self.trades.append(tick)
         self.rate.add()
-        self.vwap.add(tick.ts_event, tick.price, tick.qty)
+        self.vwap.add(tick.ts_event, Decimal(tick.price), Decimal(tick.qty))
         self.trade_count += 1
 
-    def on_depth(self, update: DepthUpdate) -> None:
+    def on_depth(self, update: DepthMsg) -> None:
         self.exchange = update.exchange
-        bids = [(decimal_to_wire(p), decimal_to_wire(q)) for p, q in update.bids]
-        asks = [(decimal_to_wire(p), decimal_to_wire(q)) for p, q in update.asks]
+        bids, asks = update.bids, update.asks
         if update.is_snapshot:
             self.book.reset(bids, asks, update.last_update_id)
             self.book_synced = True
+            self._stale_streak = 0
             return
         if not self.book_synced:
             return  # wait for a snapshot: a delta on an unknown book would be wrong
         last = self.book.last_update_id or 0
         if update.last_update_id <= last:
             self.stale_deltas += 1
+            self._stale_streak += 1
+            if self._stale_streak > MAX_STALE_STREAK:  # a book id from nowhere would stall it for good
+                self._lose_book(f"{self._stale_streak} deltas in a row older than the book's id {last}")
             return
+        self._stale_streak = 0
         if self._is_gap(update, last):
             self.book_gaps += 1
             self.book_synced = False
-            log.warning(
-                "book_gap",
-                symbol=self.symbol,
-                book_update_id=last,
-                first_update_id=update.first_update_id,
-                prev_last_update_id=update.prev_last_update_id,
-            )
+            if self._log_sampler.allow("book_gap") is not None:
+                log.warning(
+                    "book_gap",
+                    symbol=self.symbol,
+                    book_update_id=last,
+                    first_update_id=update.first_update_id,
+                    prev_last_update_id=update.prev_last_update_id,
+                )
             return
         self.book.apply(bids, asks, update.last_update_id)
 
+    def _lose_book(self, why: str) -> None:
+        self.book_synced = False
+        self._stale_streak = 0
+        self.problem = (why, time.monotonic())
+        log.warning("book_invariant_broken", symbol=self.symbol, reason=why)
+
+    def problems(self) -> list[str]:
+        """Broken invariants in the last minute (health: degraded), each with its reason."""
+        now = time.monotonic()
+        found = []
+        for recorded in (self.problem, self.vwap.problem):
+            if recorded is not None and now - recorded[1] <= RECENT_S:
+                found.append(f"{self.symbol}: {recorded[0]}")
+        if self.book_synced:
+            best_bid, best_ask = self.book.best_bid(), self.book.best_ask()
+            if best_bid is not None and best_ask is not None and best_bid >= best_ask:
+                found.append(f"{self.symbol}: book crossed (best bid {best_bid} >= best ask {best_ask})")
+        return found
+
     @staticmethod
-    def _is_gap(update: DepthUpdate, last: int) -> bool:
+    def _is_gap(update: DepthMsg, last: int) -> bool:
         if update.prev_last_update_id is not None:  # venues with a chain (Binance futures ``pu``)
             return update.prev_last_update_id != last
         first = update.first_update_id if update.first_update_id is not None else update.last_update_id
@@ -100,6 +134,6 @@ class SymbolContext:
             bid_levels=len(self.book.bids()) if synced else 0,
             ask_levels=len(self.book.asks()) if synced else 0,
             book_gaps=self.book_gaps,
-            recent_trades=list(self.trades),
+            recent_trades=[TradeTick.model_validate(msgspec.structs.asdict(t)) for t in self.trades],
             ts=time.time_ns(),
         )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 from opentelemetry.context import Context
 
-from schemas import DepthUpdate, TradeTick
+from schemas.wire import DepthMsg, TradeMsg
 from services.common.bus import Bus
 from services.common.consumer import MarketDataSubscriber
 from services.common.health import Condition, HealthService, age_s
@@ -30,7 +32,12 @@ class StrategyEngine:
         except ValueError as error:
             raise FatalError(f"STRATEGIES: {error}") from None
         tracer = telemetry.tracer()
-        self.runners = [StrategyRunner(s, bus, settings.strategy_queue_size, tracer) for s in strategies]
+        self.runners = [
+            StrategyRunner(
+                s, bus, settings.strategy_queue_size, tracer, settings.strategy_max_block_ms / 1000
+            )
+            for s in strategies
+        ]
         self.subscriber = MarketDataSubscriber(
             bus,
             settings.symbols,
@@ -44,9 +51,27 @@ class StrategyEngine:
         self.stale_after_s = settings.health_stale_after_s
         self._register_metrics(telemetry)
 
-    def _on_event(self, event: TradeTick | DepthUpdate, context: Context | None) -> None:
+    def _on_event(self, event: TradeMsg | DepthMsg, context: Context | None) -> None:
         for runner in self.runners:
             runner.offer(event, context)
+
+    def watch(self, stop: threading.Event, every_s: float = 0.5) -> None:
+        """A thread: names a strategy whose hook is blocking the loop *now* (health can only tell
+        once the hook returns, since the loop that answers health is the one being blocked)."""
+        reported: set[tuple[str, float]] = set()
+        while not stop.wait(every_s):
+            now = time.monotonic()
+            for runner in self.runners:
+                since = runner.running_since
+                if (
+                    since is not None
+                    and now - since > max(runner.max_block_s, every_s)
+                    and (runner.name, since) not in reported
+                ):
+                    reported.add((runner.name, since))
+                    log.warning("strategy_blocking", strategy=runner.name, blocking_s=round(now - since, 1))
+            if len(reported) > 1000:
+                reported.clear()
 
     def _under_pressure(self) -> bool:
         return any(r.queue_len * 2 >= r.queue_size for r in self.runners)
@@ -67,9 +92,11 @@ class StrategyEngine:
         observable_counter(
             meter,
             "strategy.errors",
-            lambda: [(r.errors, {"strategy": r.name}) for r in self.runners],
+            lambda: [
+                (n, {"strategy": r.name, "kind": k}) for r in self.runners for k, n in r.failures.items()
+            ],
             "{error}",
-            "exceptions raised by strategies",
+            "strategy failures by kind: raised, returned_none, wrong_type, invalid_signal, too_many_signals",
         )
         observable_gauge(
             meter,
@@ -96,12 +123,14 @@ class StrategyEngine:
             last_data_age_s=age_s(self.subscriber.last_message_monotonic),
             stale_after_s=self.stale_after_s,
             last_drop_age_s=age_s(max(drops)) if drops else None,
+            problems=tuple(p for r in self.runners for p in r.problems()),
         )
 
     def details(self) -> dict[str, Any]:
         return {
             "consumed": dict(self.subscriber.consumed),
             "invalid_messages": self.subscriber.invalid,
+            "rejected": dict(self.subscriber.rejected),
             "slow_consumer_drops": self.bus.stats.slow_consumer_drops,
             "strategies": {r.name: r.health() for r in self.runners},
         }
@@ -128,10 +157,15 @@ async def run_engine(settings: StrategySettings, stop: asyncio.Event) -> int:
         tracer=telemetry.tracer(),
     )
     tasks = [asyncio.create_task(r.run(), name=f"strategy-{r.name}") for r in engine.runners]
+    watchdog_stop = threading.Event()
+    threading.Thread(
+        target=engine.watch, args=(watchdog_stop,), name="strategy-watchdog", daemon=True
+    ).start()
     await engine.subscriber.start()
     await health.start(bus)
     log.info("service_started", strategies=[r.name for r in engine.runners], symbols=settings.symbols)
     failure = await run_until_stopped(stop, *tasks)
+    watchdog_stop.set()
     await health.stop()
     await bus.drain()
     telemetry.shutdown()

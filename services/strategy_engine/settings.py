@@ -16,6 +16,11 @@ class StrategySettings(CommonSettings):
         description="built-in names or package.module:ClassName, comma-separated",
     )
     strategy_queue_size: int = Field(default=10_000, ge=1, description="events buffered per strategy")
+    strategy_max_block_ms: float = Field(
+        default=50.0,
+        gt=0,
+        description="a strategy hook running longer than this is reported by name in health (degraded)",
+    )
     vwap_window_s: float = Field(default=60.0, gt=0, description="VWAP window (event time)")
     vwap_threshold_bps: float = Field(default=10.0, gt=0, description="deviation from VWAP that signals")
     vwap_min_trades: int = Field(default=20, ge=1, description="trades in the window before signalling")

@@ -1,17 +1,21 @@
 """The ``Strategy`` plug-in point: market-data events in, ``Signal`` contracts out.
 
-Hooks are synchronous and should be quick; each strategy runs behind its own bounded queue and
-task, so a slow or failing strategy cannot stall the NATS callbacks or the other strategies.
+Hooks get the decoded messages (``schemas.wire.TradeMsg`` / ``DepthMsg``: prices and quantities
+are the exact wire strings; ``Decimal(tick.price)`` is exact) and return an iterable of ``Signal``
+(a list, a tuple, or be a generator). They are synchronous and should be quick; each strategy runs
+behind its own bounded queue and task, and every call is isolated (``runner``), so a slow or
+failing strategy cannot stall the NATS callbacks, the other strategies or the engine.
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import ClassVar
 
-from schemas import DepthUpdate, Signal, TradeTick
+from schemas import Signal
+from schemas.wire import DepthMsg, TradeMsg
 from services.strategy_engine.settings import StrategySettings
 
 
@@ -22,13 +26,17 @@ class Strategy(abc.ABC):
     def __init__(self, settings: StrategySettings) -> None:
         self.settings = settings
 
-    def on_trade(self, tick: TradeTick) -> Sequence[Signal]:
+    def on_trade(self, tick: TradeMsg) -> Iterable[Signal]:
         """Signals caused by this trade (default: none)."""
         return ()
 
-    def on_depth(self, update: DepthUpdate) -> Sequence[Signal]:
+    def on_depth(self, update: DepthMsg) -> Iterable[Signal]:
         """Signals caused by this depth update (default: none)."""
         return ()
+
+    def problems(self) -> list[str]:
+        """Broken invariants of the strategy's own state, shown in health (default: none)."""
+        return []
 
 
 def load_strategies(names: list[str], settings: StrategySettings) -> list[Strategy]:

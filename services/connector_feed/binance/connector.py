@@ -321,7 +321,7 @@ class BinanceConnector(ConnectorWrapper):
             try:
                 self._supervise_once()
             except Exception as error:  # supervisor boundary: count, log a sample, keep supervising
-                self._malformed("supervisor_error", f"{type(error).__name__}: {rules.preview(str(error))}")
+                self._malformed("supervisor_error", f"{type(error).__name__}: {rules.clip(str(error))}")
 
     def _supervise_once(self) -> None:
         for status in self.states.check():
@@ -362,7 +362,7 @@ class BinanceConnector(ConnectorWrapper):
         try:
             self._route(item, link)
         except Exception as error:  # the per-frame boundary: a bug here costs one frame, not the socket
-            self._malformed("internal_error", f"{type(error).__name__}: {rules.preview(str(error))}")
+            self._malformed("internal_error", f"{type(error).__name__}: {rules.clip(str(error))}")
 
     def _malformed(self, reason: str, detail: str) -> None:
         count = self.malformed[reason] = self.malformed.get(reason, 0) + 1
