@@ -45,3 +45,14 @@ async def nc(nats_url: str) -> AsyncIterator[Client]:
 def unique() -> str:
     """A token unique to this test, for symbols/subjects that no other test uses."""
     return "T" + uuid.uuid4().hex[:10].upper()
+
+
+# Property tests: a bounded example count in CI ("ci", the default), a longer run locally with
+# HYPOTHESIS_PROFILE=dev (e.g. `HYPOTHESIS_PROFILE=dev pytest tests/test_properties.py`).
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.register_profile("dev", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
