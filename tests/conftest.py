@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client
 
 from services.common.natsserver import NatsServer, find_nats_server
+from tests.secure_nats import SecureNats, running_secure_nats
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +46,13 @@ async def nc(nats_url: str) -> AsyncIterator[Client]:
 def unique() -> str:
     """A token unique to this test, for symbols/subjects that no other test uses."""
     return "T" + uuid.uuid4().hex[:10].upper()
+
+
+@pytest.fixture(scope="session")
+def secure_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats]:
+    """nats-server with deploy/nats/nats-server.conf (mutual TLS, the stack's identities)."""
+    with running_secure_nats(tmp_path_factory.mktemp("pki")) as server:
+        yield server
 
 
 # Property tests: a bounded example count in CI ("ci", the default), a longer run locally with

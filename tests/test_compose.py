@@ -210,10 +210,13 @@ def healthcheck_words(service: Mapping[str, Any]) -> list[str]:
 
 
 def runs_hftfeed(service: Mapping[str, Any]) -> bool:
-    """True for a service that runs our CLI (and so talks to NATS): by command, or by image."""
+    """True for a service that runs our CLI (and so talks to NATS): by command or entrypoint, or by
+    image when it runs the image's default command (`hftfeed connector-feed`)."""
     command = words(service.get("command"))
+    entrypoint = words(service.get("entrypoint"))
     by_command = bool(command) and Path(command[0]).name == "hftfeed"
-    return by_command or image_name(service) == "hftfeed"
+    by_entrypoint = bool(entrypoint) and Path(entrypoint[0]).name == "hftfeed"
+    return by_command or by_entrypoint or (not command and image_name(service) == "hftfeed")
 
 
 def nats_port(service: Mapping[str, Any]) -> int:
@@ -351,9 +354,13 @@ def _nats_problems(
     for server in url.split(","):
         parts = urlsplit(server.strip())
         host = parts.hostname or ""
-        if parts.scheme != "nats" or host not in services or image_name(services[host]) != "nats":
+        if (
+            parts.scheme not in ("nats", "tls")
+            or host not in services
+            or image_name(services[host]) != "nats"
+        ):
             problems.append(
-                f"{name}: NATS_URL {server.strip()!r} is not the NATS service (nats://<service>:port)"
+                f"{name}: NATS_URL {server.strip()!r} is not the NATS service (tls://<service>:port)"
             )
             continue
         if (parts.port or NATS_CLIENT_PORT) != nats_port(services[host]):
@@ -442,7 +449,10 @@ def test_compose_interpolates_the_settings(
     tmp_path: Path, env: dict[str, str], expected: dict[str, str]
 ) -> None:
     defaults = {
-        "NATS_URL": "nats://nats:4222",
+        "NATS_URL": "tls://nats:4222",
+        "NATS_TLS_CA": "/run/secrets/nats/ca.pem",
+        "NATS_TLS_CERT": "/run/secrets/nats/cert.pem",
+        "NATS_TLS_KEY": "/run/secrets/nats/key.pem",
         "SYMBOLS": "BTCUSDT",
         "LOG_LEVEL": "INFO",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4317",

@@ -61,10 +61,15 @@ def context() -> None:
 def up(
     log_dir: Annotated[str, typer.Option(help="where the services' JSON logs go")] = ".hftfeed/logs",
     ready_timeout_s: Annotated[float, typer.Option(help="how long to wait for each service's health")] = 30.0,
+    secure: Annotated[
+        bool, typer.Option("--secure", help="own nats-server with mutual TLS and one identity per service")
+    ] = False,
+    pki_dir: Annotated[str, typer.Option(help="where --secure keeps its certificates")] = ".hftfeed/pki",
 ) -> None:
     """Run the local stack: nats-server (if none is running at NATS_URL) + the three services.
 
-    Uses the stub connector unless DATA_SOURCE is set. Ctrl-C stops everything.
+    Uses the stub connector unless DATA_SOURCE is set. Ctrl-C stops everything. With --secure, see
+    docs/security.md.
     """
     from services.cli.up import run_stack
     from services.connector_feed.settings import FeedSettings
@@ -77,7 +82,8 @@ def up(
         raise typer.Exit(2) from None
     logs = Path(log_dir)
     logs.mkdir(parents=True, exist_ok=True)
-    raise typer.Exit(asyncio.run(run_stack(settings, logs, ready_timeout_s, source_chosen)))
+    pki = Path(pki_dir) if secure else None
+    raise typer.Exit(asyncio.run(run_stack(settings, logs, ready_timeout_s, source_chosen, pki)))
 
 
 @app.command("health")
@@ -94,7 +100,10 @@ def health(
     if unknown:
         typer.echo(f"unknown service {service!r}: choose from {', '.join(SERVICES)}", err=True)
         raise typer.Exit(2)
-    raise typer.Exit(asyncio.run(health_command(_common_settings().nats_url, names, as_json, timeout_s)))
+    settings = _common_settings()
+    raise typer.Exit(
+        asyncio.run(health_command(settings.nats_url, names, as_json, timeout_s, settings.nats_security()))
+    )
 
 
 @app.command("snapshot")
@@ -105,7 +114,10 @@ def snapshot(
     """Ask the context service for SYMBOL's rolling context (JSON); exits 1 on an error reply."""
     from services.cli.client import snapshot_command
 
-    raise typer.Exit(asyncio.run(snapshot_command(_common_settings().nats_url, symbol, timeout_s)))
+    settings = _common_settings()
+    raise typer.Exit(
+        asyncio.run(snapshot_command(settings.nats_url, symbol, timeout_s, settings.nats_security()))
+    )
 
 
 @app.command("sub")
@@ -117,7 +129,10 @@ def sub(
     """Print live messages from NATS, readably (or raw JSON with --json)."""
     from services.cli.client import sub_command
 
-    raise typer.Exit(asyncio.run(sub_command(_common_settings().nats_url, subject, as_json, count)))
+    settings = _common_settings()
+    raise typer.Exit(
+        asyncio.run(sub_command(settings.nats_url, subject, as_json, count, settings.nats_security()))
+    )
 
 
 def main() -> None:

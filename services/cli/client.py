@@ -20,6 +20,13 @@ from rich.table import Table
 
 from schemas import subjects
 from services.common import messaging
+from services.common.natsauth import (
+    NatsSecurity,
+    describe_connect_failure,
+    permission_violation,
+    redact_url,
+    servers,
+)
 from services.common.telemetry import Telemetry, setup_telemetry
 
 SERVICES = ["connector_feed", "strategy_engine", "context"]
@@ -27,30 +34,38 @@ CLI_SERVICE = "hftfeed_cli"
 _STATUS_STYLE = {"ok": "green", "degraded": "yellow", "down": "red", "no reply": "red"}
 
 
-async def _quiet(_: Exception) -> None:
-    """nats-py's default error callback prints tracebacks; the CLI reports failures itself."""
+async def _quiet(error: Exception) -> None:
+    """nats-py's default error callback prints tracebacks; the CLI reports failures itself, except
+    the server's refusals (a denied subscription would otherwise just stay silent)."""
+    if permission_violation(error) is not None:
+        sys.stderr.write(f"{error}\n")
 
 
 async def _quiet_event() -> None:
     pass
 
 
-async def connect(url: str, timeout_s: float = 3.0) -> Client:
+async def connect(url: str, timeout_s: float = 3.0, security: NatsSecurity | None = None) -> Client:
+    """One attempt, bounded (a TLS failure would otherwise hang: nats-io/nats.py#718); the error
+    names the URL without its credentials."""
+    security = security or NatsSecurity()
     try:
         return await asyncio.wait_for(
             nats.connect(
-                url,
+                servers(url),
                 connect_timeout=2,
                 max_reconnect_attempts=1,
                 allow_reconnect=False,
                 error_cb=_quiet,
                 disconnected_cb=_quiet_event,
                 closed_cb=_quiet_event,
+                **security.connect_options(url),
             ),
             timeout_s,
         )
     except (TimeoutError, OSError, NatsError) as error:
-        raise SystemExit(f"cannot connect to NATS at {url}: {error!r}") from None
+        reason = describe_connect_failure(error, security.secrets(url))
+        raise SystemExit(f"cannot connect to NATS at {redact_url(url)}: {reason}") from None
 
 
 async def ask_health(
@@ -72,8 +87,10 @@ def cli_telemetry() -> Telemetry:
     return setup_telemetry(CLI_SERVICE)
 
 
-async def health_command(url: str, services: list[str], as_json: bool, timeout_s: float) -> int:
-    nc = await connect(url)
+async def health_command(
+    url: str, services: list[str], as_json: bool, timeout_s: float, security: NatsSecurity | None = None
+) -> int:
+    nc = await connect(url, security=security)
     telemetry = cli_telemetry()
     try:
         tracer = telemetry.tracer()
@@ -118,9 +135,11 @@ def _details(reply: dict[str, Any]) -> str:
     return "\n".join(parts) or "-"
 
 
-async def snapshot_command(url: str, symbol: str, timeout_s: float) -> int:
+async def snapshot_command(
+    url: str, symbol: str, timeout_s: float, security: NatsSecurity | None = None
+) -> int:
     """``hftfeed snapshot SYMBOL``: the context service's ContextSnapshot as JSON (CLIENT span)."""
-    nc = await connect(url)
+    nc = await connect(url, security=security)
     telemetry = cli_telemetry()
     subject = subjects.context_snapshot(symbol)
     try:
@@ -140,8 +159,10 @@ async def snapshot_command(url: str, symbol: str, timeout_s: float) -> int:
     return 1 if error_code else 0
 
 
-async def sub_command(url: str, subject: str, as_json: bool, count: int) -> int:
-    nc = await connect(url)
+async def sub_command(
+    url: str, subject: str, as_json: bool, count: int, security: NatsSecurity | None = None
+) -> int:
+    nc = await connect(url, security=security)
     done = asyncio.Event()
     received = 0
     console = Console(highlight=False)
@@ -166,7 +187,7 @@ async def sub_command(url: str, subject: str, as_json: bool, count: int) -> int:
         await nc.close()
         raise SystemExit(f"cannot subscribe to {subject!r}: {error!r}") from None
     if not as_json:
-        console.print(f"[dim]listening on {subject} at {url} (Ctrl-C to stop)[/]")
+        console.print(f"[dim]listening on {subject} at {escape(redact_url(url))} (Ctrl-C to stop)[/]")
     await done.wait()
     await nc.drain()
     return 0

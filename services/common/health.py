@@ -106,19 +106,28 @@ class HealthService:
         self._started = time.monotonic()
         self._service: Service | None = None
         self._tracer = tracer or trace.NoOpTracer()
+        self._bus: Bus | None = None
 
     def report(self) -> dict[str, Any]:
         status, reasons = evaluate(self._condition())
+        bus = {} if self._bus is None else {"permission_violations": self._bus.stats.permission_violations}
+        if self._bus is not None:
+            violation_age = age_s(self._bus.stats.last_permission_violation_monotonic)
+            if violation_age is not None and violation_age <= RECENT_DROP_WINDOW_S:
+                reasons.append("NATS permission violations in the last minute")
+                status = "degraded" if status == "ok" else status
         return {
             "service": self.name,
             "status": status,
             "reasons": reasons,
             "uptime_s": round(time.monotonic() - self._started, 3),
             "version": __version__,
+            **bus,
             **self._details(),
         }
 
     async def start(self, bus: Bus, extra: Sequence[ExtraEndpoint] = ()) -> None:
+        self._bus = bus
         self._service = await add_service(
             bus.nc,
             name=self.name,

@@ -105,7 +105,9 @@ async def start_runtime(service: str, settings: CommonSettings) -> tuple[Bus, Te
     ``FatalError`` naming NATS_URL if NATS cannot be reached in time."""
     telemetry = setup_telemetry(service)
     try:
-        bus = await Bus.connect(settings.nats_url, service, settings.nats_connect_timeout_s)
+        bus = await Bus.connect(
+            settings.nats_url, service, settings.nats_connect_timeout_s, settings.nats_security()
+        )
     except BusConnectError as error:
         telemetry.shutdown()
         raise FatalError(str(error)) from None
