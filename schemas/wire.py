@@ -125,7 +125,11 @@ def decode_depth(data: bytes) -> DepthMsg:
     rules.levels(update.asks, "asks")
     _check_common(update.schema_version, update.ts_event, update.ts_recv)
     first, last, prev = update.first_update_id, update.last_update_id, update.prev_last_update_id
-    if not 0 <= last <= _U64 or (first is not None and not 0 <= first <= last) or not 0 <= (prev or 0) <= _U64:
+    if (
+        not 0 <= last <= _U64
+        or (first is not None and not 0 <= first <= last)
+        or not 0 <= (prev or 0) <= _U64
+    ):
         raise RuleViolation("invalid_update_ids", "update ids outside uint64, or first > last")
     if first is None and not update.is_snapshot:
         raise RuleViolation("invalid_update_ids", "a delta needs first_update_id")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
+from hypothesis import HealthCheck, settings
 from nats.aio.client import Client
 
 from services.common.natsserver import NatsServer, find_nats_server
@@ -57,10 +58,10 @@ def secure_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats
 
 # Property tests: a bounded example count in CI ("ci", the default), a longer run locally with
 # HYPOTHESIS_PROFILE=dev (e.g. `HYPOTHESIS_PROFILE=dev pytest tests/test_properties.py`).
-from hypothesis import HealthCheck, settings  # noqa: E402
-
 settings.register_profile(
     "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
-settings.register_profile("dev", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "dev", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
