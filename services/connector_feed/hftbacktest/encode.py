@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 import numpy as np
+from pydantic import ValidationError
 
+from schemas import DepthUpdate, TradeTick
 from services.common.book import OrderBook, price_key
 from services.connector_feed.events import Depth, Trade, WireLevel
 from services.connector_feed.hftbacktest.format import (
@@ -36,6 +38,20 @@ from services.connector_feed.hftbacktest.format import (
 #: One row as a tuple, in ``EVENT_DTYPE`` field order.
 Row = tuple[int, int, int, float, float, int, int, float]
 NAN = math.nan
+
+
+class MessageRejected(ValueError):
+    """A market-data message that is not a valid ``TradeTick`` / ``DepthUpdate``."""
+
+
+def decode_message(is_trade: bool, payload: bytes) -> Trade | Depth:
+    """One message from ``md.<SYMBOL>.trades`` (``is_trade``) or ``.depth`` as an internal event."""
+    try:
+        if is_trade:
+            return Trade.from_contract(TradeTick.model_validate_json(payload))
+        return Depth.from_contract(DepthUpdate.model_validate_json(payload))
+    except ValidationError as error:
+        raise MessageRejected(str(error.errors(include_url=False)[:1])) from None
 
 
 def trade_row(trade: Trade, local_ts: int) -> Row:

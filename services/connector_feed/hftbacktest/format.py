@@ -9,6 +9,7 @@ zero, then a saturating cast; NaN becomes 0), so our integer ticks and lots are 
 from __future__ import annotations
 
 import math
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -96,5 +97,5 @@ def load_rows(path: Path) -> Rows:
             return as_rows(archive["data"], str(path))
     except HbtDataError:
         raise
-    except (OSError, ValueError, EOFError) as error:  # zip, npy header, truncation
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # zip, npy header, truncation
         raise HbtDataError(f"{path}: not a readable .npz/.npy event file: {error!r}") from None

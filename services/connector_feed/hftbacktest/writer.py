@@ -4,8 +4,8 @@
 sampled log line). The thread decodes each message (``TradeTick`` / ``DepthUpdate``; anything else
 is counted as invalid), keeps the symbol's book (``OrderBook``, for the end-of-day snapshot),
 encodes rows, and every ``flush_every_s`` writes what it has as a chunk (see ``files``). A row
-belongs to the UTC day of its ``local_ts``; a day ends when a later row arrives or the wall clock
-has passed midnight by ``ROTATE_GRACE_S``, and at ``close``. ``local_ts`` is ``ts_recv``, except
+belongs to the UTC day of its ``local_ts``; a day ends when a row of a later day arrives, when the
+wall clock is past the day and the symbol has been quiet for ``ROTATE_GRACE_S``, and at ``close``. ``local_ts`` is ``ts_recv``, except
 that it never goes back within a symbol (hftbacktest needs it ordered; a row received earlier than
 its predecessor takes the predecessor's time, counted as ``clamped_local_ts``).
 """
@@ -20,13 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from schemas import DepthUpdate, TradeTick
 from services.common.book import OrderBook
 from services.common.logging import get_logger
 from services.connector_feed.events import Depth, Trade
-from services.connector_feed.hftbacktest.encode import Row, book_from_rows, depth_rows, trade_row
+from services.connector_feed.hftbacktest.encode import (
+    MessageRejected,
+    Row,
+    book_from_rows,
+    decode_message,
+    depth_rows,
+    trade_row,
+)
 from services.connector_feed.hftbacktest.files import DayFiles, day_of, recover
 from services.connector_feed.hftbacktest.format import EVENT_DTYPE, HbtDataError
 
@@ -67,6 +72,7 @@ class _Lane:
         self.synced = False
         self.last_local = 0
         self.resumed = False  # whether this run has taken over the book the files leave off with
+        self.last_arrival = 0.0  # monotonic
 
 
 class NpzWriter:
@@ -131,12 +137,8 @@ class NpzWriter:
 
     def _message(self, is_trade: bool, payload: bytes) -> None:
         try:
-            event: Trade | Depth = (
-                Trade.from_contract(TradeTick.model_validate_json(payload))
-                if is_trade
-                else Depth.from_contract(DepthUpdate.model_validate_json(payload))
-            )
-        except ValidationError:
+            event = decode_message(is_trade, payload)
+        except MessageRejected:
             self.stats.invalid += 1
             return
         key = (event.exchange, event.symbol)
@@ -152,6 +154,7 @@ class NpzWriter:
             self._close_day(lane)
             self._open_day(lane, day)
         lane.last_local = local_ts
+        lane.last_arrival = time.monotonic()
         if type(event) is Trade:
             lane.rows.append(trade_row(event, local_ts))
             self.stats.trades += 1
@@ -198,8 +201,9 @@ class NpzWriter:
     def _flush_all(self, now_ns: int) -> None:
         midnight = now_ns - now_ns % DAY_NS
         today = day_of(now_ns)
+        quiet_since = time.monotonic() - ROTATE_GRACE_S
         for lane in self._lanes.values():
-            if lane.files is not None and lane.files.day < today and now_ns - midnight > ROTATE_GRACE_S * 1e9:
+            if lane.files is not None and lane.files.day < today and lane.last_arrival < quiet_since:
                 self._close_day(lane)  # a quiet symbol's day still ends; late rows go to the new one
                 lane.last_local = max(lane.last_local, midnight)
             else:
