@@ -18,13 +18,12 @@ import json
 import sys
 from typing import Any
 
+import hftbacktest
 import numpy as np
-
-import hftbacktest  # type: ignore[import-not-found]
-from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest  # type: ignore[import-not-found]
-from hftbacktest.data.utils import binancefutures  # type: ignore[import-not-found]
-from hftbacktest.data.utils.snapshot import create_last_snapshot  # type: ignore[import-not-found]
-from hftbacktest.data.validation import validate_event_order  # type: ignore[import-not-found]
+from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
+from hftbacktest.data.utils import binancefutures
+from hftbacktest.data.utils.snapshot import create_last_snapshot
+from hftbacktest.data.validation import validate_event_order
 
 UNTIL_END_NS = 10**17
 
@@ -32,7 +31,13 @@ UNTIL_END_NS = 10**17
 def constants() -> dict[str, Any]:
     from hftbacktest import types
 
-    names = ("DEPTH_EVENT", "TRADE_EVENT", "DEPTH_CLEAR_EVENT", "DEPTH_SNAPSHOT_EVENT", "DEPTH_BBO_EVENT")
+    names: tuple[str, ...] = (
+        "DEPTH_EVENT",
+        "TRADE_EVENT",
+        "DEPTH_CLEAR_EVENT",
+        "DEPTH_SNAPSHOT_EVENT",
+        "DEPTH_BBO_EVENT",
+    )
     names += ("EXCH_EVENT", "LOCAL_EVENT", "BUY_EVENT", "SELL_EVENT")
     return {
         "version": getattr(hftbacktest, "__version__", None),
@@ -86,10 +91,12 @@ def replay(tick: float, lot: float, files: list[str], snapshot: str | None) -> l
                 "rc": int(rc),
                 "ts": int(hbt.current_timestamp),
                 "bids": [
-                    [round(p / tick), float(q)] for p, q in zip(bids["px"].tolist(), bids["qty"].tolist())
+                    [round(p / tick), float(q)]
+                    for p, q in zip(bids["px"].tolist(), bids["qty"].tolist(), strict=False)
                 ],
                 "asks": [
-                    [round(p / tick), float(q)] for p, q in zip(asks["px"].tolist(), asks["qty"].tolist())
+                    [round(p / tick), float(q)]
+                    for p, q in zip(asks["px"].tolist(), asks["qty"].tolist(), strict=False)
                 ],
                 "best_bid_tick": int(depth.best_bid_tick),
                 "best_ask_tick": int(depth.best_ask_tick),

@@ -19,9 +19,9 @@ def trade(
         exchange=exchange,
         symbol=symbol,
         trade_id=trade_id,
-        price=price,  # type: ignore[arg-type]
-        qty=qty,  # type: ignore[arg-type]
-        side=side,  # type: ignore[arg-type]
+        price=price,
+        qty=qty,
+        side=side,
         is_buyer_maker=side == "sell",
         ts_event=ts - 1000,
         ts_recv=ts,
@@ -40,8 +40,8 @@ def depth(
     return DepthUpdate(
         exchange=exchange,
         symbol=symbol,
-        bids=bids,  # type: ignore[arg-type]
-        asks=asks,  # type: ignore[arg-type]
+        bids=bids,
+        asks=asks,
         is_snapshot=snapshot,
         first_update_id=None if snapshot else update_id,
         last_update_id=update_id,

@@ -234,7 +234,7 @@ ROW = st.tuples(
 @given(st.lists(ROW, max_size=30), st.sampled_from(["0.1", "1", "0.00000001", "25"]))
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 def test_arbitrary_rows_never_raise_and_every_event_is_a_valid_contract(
-    items: list[tuple], tick: str
+    items: list[tuple[int, int, int, float, float, int]], tick: str
 ) -> None:
     conv = converter(tick, "0.001")
 

@@ -172,8 +172,8 @@ def messages(draw: st.DrawFn) -> list[Trade | Depth]:
             out.append(Trade("x", "S", i + 1, str(tick / 2), str(lots / 4), side, side == "sell", exch, ts))
             continue
         snapshot = draw(st.booleans())
-        bids = {t: q for t, q in draw(st.lists(st.tuples(BID_TICK, LOTS), max_size=5))}
-        asks = {t: q for t, q in draw(st.lists(st.tuples(ASK_TICK, LOTS), max_size=5))}
+        bids = dict(draw(st.lists(st.tuples(BID_TICK, LOTS), max_size=5)))
+        asks = dict(draw(st.lists(st.tuples(ASK_TICK, LOTS), max_size=5)))
         levels = [(str(t / 2), str(q / 4)) for t, q in bids.items() if q or not snapshot]
         ask_levels = [(str(t / 2), str(q / 4)) for t, q in asks.items() if q or not snapshot]
         out.append(Depth("x", "S", levels, ask_levels, snapshot, None if snapshot else i, i, None, exch, ts))
@@ -325,19 +325,34 @@ def _recorder(nats_url: str, symbol: str, folder: Path, flush_s: str) -> subproc
     )
 
 
-async def _started(process: subprocess.Popen[bytes], nc: Client, symbol: str) -> None:
-    """Wait until the recorder's subscriptions are on the server (its connz shows them)."""
-    probe = await collect(nc, subjects.trades(symbol))
-    del probe
-    await asyncio.sleep(1.5)
-    assert process.poll() is None, process.stdout.read() if process.stdout else b""
+def leftover_chunks(folder: Path) -> list[Path]:
+    return list(folder.glob("stub/.parts/*"))
+
+
+async def _started(process: subprocess.Popen[bytes]) -> None:
+    """Wait for the recorder's ``service_started`` line: it logs it once subscribed and flushed."""
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def read_until_started() -> bytes:
+        seen = b""
+        for line in iter(stdout.readline, b""):
+            seen += line
+            if b"service_started" in line:
+                return seen
+        return seen
+
+    seen = await asyncio.wait_for(asyncio.to_thread(read_until_started), 60)
+    assert b"service_started" in seen, seen
+    # Keep draining its output so the pipe never fills and blocks it.
+    asyncio.get_running_loop().run_in_executor(None, stdout.read)
 
 
 async def test_sigterm_mid_stream_leaves_complete_files(
     nc: Client, nats_url: str, unique: str, tmp_path: Path
 ) -> None:
     process = _recorder(nats_url, unique, tmp_path, "0.1")
-    await _started(process, nc, unique)
+    await _started(process)
     sent = 0
 
     async def publish_until(condition: object) -> None:
@@ -354,18 +369,18 @@ async def test_sigterm_mid_stream_leaves_complete_files(
     await publish_until(lambda: process.poll() is not None or sent >= 100_000)
     code = await asyncio.to_thread(process.wait, 30)
 
-    assert code == 0, process.stdout.read() if process.stdout else b""
+    assert code == 0
     ids = day_file(tmp_path, unique)["ival"].tolist()
     assert len(ids) >= 300 and ids == list(range(1, len(ids) + 1))  # no hole, no duplicate
     assert len(eod_file(tmp_path, unique)) == 0
-    assert not list(tmp_path.glob("stub/.parts/*"))
+    assert not leftover_chunks(tmp_path)
 
 
 async def test_a_killed_recorder_loses_at_most_the_last_flush(
     nc: Client, nats_url: str, unique: str, tmp_path: Path
 ) -> None:
     process = _recorder(nats_url, unique, tmp_path, "0.1")
-    await _started(process, nc, unique)
+    await _started(process)
     for i in range(1, 201):
         await nc.publish(subjects.trades(unique), trade(unique, i, "3", "1", "sell", T0 + i))
     await nc.flush()

@@ -27,7 +27,14 @@ from services.connector_feed.hftbacktest.encode import (
     order_and_flag,
     snapshot_rows,
 )
-from services.connector_feed.hftbacktest.format import EVENT_DTYPE, HbtDataError, Rows, load_rows
+from services.connector_feed.hftbacktest.format import (
+    EVENT_DTYPE,
+    KIND_MASK,
+    TRADE_EVENT,
+    HbtDataError,
+    Rows,
+    load_rows,
+)
 
 log = get_logger("record_npz")
 
@@ -122,6 +129,10 @@ class DayFiles:
         """Chunks -> the day's ``.npz`` (EXCH/LOCAL flags set) + its ``_eod.npz``; chunks removed."""
         chunks = self.read_chunks()
         rows = np.concatenate(chunks) if chunks else np.zeros(0, dtype=EVENT_DTYPE)
+        # Received order, by local_ts; at one local_ts trades first (hftbacktest's tie rule: a
+        # trade before the depth change it caused, so a queue position does not move twice).
+        is_depth = (rows["ev"] & KIND_MASK) != TRADE_EVENT
+        rows = rows[np.lexsort((is_depth, rows["local_ts"]))]
         save_npz(self.final, order_and_flag(rows))
         save_npz(self.eod, snapshot_rows(book))
         shutil.rmtree(self.parts, ignore_errors=True)

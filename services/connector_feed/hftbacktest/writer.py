@@ -5,9 +5,12 @@ sampled log line). The thread decodes each message (``TradeTick`` / ``DepthUpdat
 is counted as invalid), keeps the symbol's book (``OrderBook``, for the end-of-day snapshot),
 encodes rows, and every ``flush_every_s`` writes what it has as a chunk (see ``files``). A row
 belongs to the UTC day of its ``local_ts``; a day ends when a row of a later day arrives, when the
-wall clock is past the day and the symbol has been quiet for ``ROTATE_GRACE_S``, and at ``close``. ``local_ts`` is ``ts_recv``, except
-that it never goes back within a symbol (hftbacktest needs it ordered; a row received earlier than
-its predecessor takes the predecessor's time, counted as ``clamped_local_ts``).
+wall clock is past the day and the symbol has been quiet for ``ROTATE_GRACE_S``, and at ``close``.
+``local_ts`` is ``ts_recv``, except that it never goes back within one stream (a symbol's trades,
+or its depth) nor before the day being written: such a row takes the time of its predecessor
+(counted as ``clamped_local_ts``), so the depth keeps the order it was published in. Trades and
+depth arrive through two subscriptions, not interleaved as published: ``files`` orders the rows
+by ``local_ts`` when it assembles a day.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +74,8 @@ class _Lane:
         self.chunk = 1
         self.book = OrderBook()
         self.synced = False
-        self.last_local = 0
+        self.last_local = {True: 0, False: 0}  # per stream (trades: True): local_ts never goes back
+        self.floor = 0  # ...nor before the start of the day being written
         self.resumed = False  # whether this run has taken over the book the files leave off with
         self.last_arrival = 0.0  # monotonic
 
@@ -143,9 +148,8 @@ class NpzWriter:
             return
         key = (event.exchange, event.symbol)
         lane = self._lanes.get(key) or self._lanes.setdefault(key, _Lane(*key))
-        local_ts = event.ts_recv
-        if local_ts < lane.last_local:
-            local_ts = lane.last_local
+        local_ts = max(event.ts_recv, lane.last_local[is_trade], lane.floor)
+        if local_ts != event.ts_recv:
             self.stats.clamped_local_ts += 1
         if local_ts < event.ts_event:
             self.stats.negative_latency += 1
@@ -153,7 +157,7 @@ class NpzWriter:
         if lane.files is None or lane.files.day != day:
             self._close_day(lane)
             self._open_day(lane, day)
-        lane.last_local = local_ts
+        lane.last_local[is_trade] = local_ts
         lane.last_arrival = time.monotonic()
         if type(event) is Trade:
             lane.rows.append(trade_row(event, local_ts))
@@ -185,8 +189,12 @@ class NpzWriter:
             lane.synced = lane.synced or not lane.book.is_empty
             for rows in chunks:
                 if len(rows):
-                    lane.last_local = max(lane.last_local, int(rows["local_ts"].max()))
+                    latest = int(rows["local_ts"].max())
+                    lane.last_local = {kind: max(ts, latest) for kind, ts in lane.last_local.items()}
         lane.resumed = True
+        lane.floor = max(
+            lane.floor, int(datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC).timestamp()) * 10**9
+        )
         lane.files, lane.chunk, lane.rows = files, files.next_chunk(), []
 
     def _close_day(self, lane: _Lane) -> None:
@@ -205,7 +213,7 @@ class NpzWriter:
         for lane in self._lanes.values():
             if lane.files is not None and lane.files.day < today and lane.last_arrival < quiet_since:
                 self._close_day(lane)  # a quiet symbol's day still ends; late rows go to the new one
-                lane.last_local = max(lane.last_local, midnight)
+                lane.floor = max(lane.floor, midnight)
             else:
                 self._flush(lane)
 
