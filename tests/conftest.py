@@ -7,8 +7,12 @@ wheel on a free port; else (no binary, but a reachable Docker engine) testcontai
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -65,3 +69,41 @@ settings.register_profile(
     "dev", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+#: hftbacktest runs in a virtualenv of its own (it pins numpy < 2.3 and pulls numba): created on
+#: first use, kept between sessions. HFTFEED_HBT_VENV overrides where.
+HBT_VERSION = "2.4.4"
+
+
+@pytest.fixture(scope="session")
+def hbt_python() -> Path:
+    """The interpreter of a virtualenv with hftbacktest 2.4.4 (made if need be), or a skip saying why."""
+    venv = Path(os.environ.get("HFTFEED_HBT_VENV") or Path.home() / ".cache" / "hftfeed-bench" / "hbtvenv")
+    python = venv / "bin" / "python"
+    check = [
+        str(python),
+        "-c",
+        f"import sys, hftbacktest; sys.exit(hftbacktest.__version__ != {HBT_VERSION!r})",
+    ]
+    if python.exists() and subprocess.run(check, capture_output=True, timeout=300).returncode == 0:
+        return python
+    started = time.monotonic()
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True, timeout=120
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"hftbacktest=={HBT_VERSION}"],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        subprocess.run(check, check=True, capture_output=True, timeout=300)
+    except subprocess.CalledProcessError as error:
+        output = (error.stderr or error.stdout or b"").decode(errors="replace").strip().splitlines()[-3:]
+        pytest.skip(f"hftbacktest {HBT_VERSION} could not be installed in {venv}: {' / '.join(output)}")
+    except (subprocess.TimeoutExpired, OSError) as error:
+        pytest.skip(f"hftbacktest {HBT_VERSION} could not be installed in {venv}: {error!r}")
+    print(f"\ncreated {venv} (hftbacktest {HBT_VERSION}) in {time.monotonic() - started:.0f} s")
+    return python

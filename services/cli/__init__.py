@@ -57,6 +57,14 @@ def context() -> None:
     raise typer.Exit(main())
 
 
+@app.command("record-npz")
+def record_npz() -> None:
+    """Record md.<SYMBOL>.trades/depth (SYMBOLS, NATS_URL) into hftbacktest .npz files under NPZ_DIR."""
+    from services.cli.record_npz import main
+
+    raise typer.Exit(main())
+
+
 @app.command("up")
 def up(
     log_dir: Annotated[str, typer.Option(help="where the services' JSON logs go")] = ".hftfeed/logs",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.common.lifecycle import FatalError
+from services.common.settings import SettingsError, load_settings
 from services.connector_feed.connector import ConnectorWrapper, import_connector_class
 from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stub import StubbedConnector
@@ -24,6 +25,15 @@ def build_connector(settings: FeedSettings) -> tuple[ConnectorWrapper, str]:
             return ReplayConnector(settings), "replay"
         except ValueError as error:
             raise FatalError(str(error)) from None
+    if name == "hftbacktest":
+        from services.connector_feed.hftbacktest.connector import HftbacktestReplayConnector
+        from services.connector_feed.hftbacktest.format import HbtDataError
+        from services.connector_feed.hftbacktest.settings import HbtReplaySettings
+
+        try:
+            return HftbacktestReplayConnector(load_settings(HbtReplaySettings)), "hftbacktest"
+        except (SettingsError, HbtDataError) as error:
+            raise FatalError(f"CONNECTOR_NAME=hftbacktest: {error}") from None
     cls = BUILT_IN.get(name)
     if cls is None:
         try:
