@@ -605,7 +605,7 @@ class FakeBinance:
             2, f"Invalid request: unknown variant {method}, expected one of {_METHODS}", req_id
         )
 
-    async def _send_text(self, conn: FakeConnection, text: str) -> bool:
+    async def _send_text(self, conn: FakeConnection, text: str | bytes) -> bool:
         try:
             await conn.ws.send(text)
         except ConnectionClosed:
@@ -627,8 +627,9 @@ class FakeBinance:
                 sent += await self._send_text(conn, wrapped if conn.combined else raw)
         return sent
 
-    async def send_raw(self, text: str, path_prefix: str | None = None) -> int:
-        """Send ``text`` as-is to every open connection (whose path starts with ``path_prefix``)."""
+    async def send_raw(self, text: str | bytes, path_prefix: str | None = None) -> int:
+        """Send ``text`` as-is to every open connection (whose path starts with ``path_prefix``);
+        ``bytes`` go out as a binary frame."""
         sent = 0
         for conn in list(self.connections):
             if conn.closed or (path_prefix is not None and not conn.path.startswith(path_prefix)):

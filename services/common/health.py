@@ -110,7 +110,19 @@ class HealthService:
 
     def report(self) -> dict[str, Any]:
         status, reasons = evaluate(self._condition())
-        bus = {} if self._bus is None else {"permission_violations": self._bus.stats.permission_violations}
+        bus: dict[str, Any] = {}
+        if self._bus is not None:
+            stats = self._bus.stats
+            bus = {
+                "permission_violations": stats.permission_violations,
+                "nats": {
+                    "connected": self._bus.is_connected,
+                    "disconnects": stats.disconnects,
+                    "reconnects": stats.reconnects,
+                    "slow_consumer_drops": stats.slow_consumer_drops,
+                    "errors": stats.errors,
+                },
+            }
         if self._bus is not None:
             violation_age = age_s(self._bus.stats.last_permission_violation_monotonic)
             if violation_age is not None and violation_age <= RECENT_DROP_WINDOW_S:

@@ -121,7 +121,9 @@ class BinanceParser:
         self._ids: dict[str, str] = {s: instrument_id(s, market) for s in venue_symbols or ()}
 
     def _symbol(self, venue_symbol: object) -> str:
-        known = self._ids.get(venue_symbol) if type(venue_symbol) is str else None
+        if type(venue_symbol) is not str:
+            raise MalformedFrame("bad_symbol", f"symbol {rules.preview(venue_symbol)} is not a string")
+        known = self._ids.get(venue_symbol)
         if known is not None:
             return known
         if self._closed:
@@ -134,7 +136,7 @@ class BinanceParser:
         except RuleViolation as error:
             raise MalformedFrame("bad_symbol", error.detail) from None
         if len(self._ids) < _MAX_KNOWN_SYMBOLS:
-            self._ids[venue_symbol] = known  # type: ignore[index]
+            self._ids[venue_symbol] = known
         return known
 
     def parse(self, frame: str | bytes, ts_recv: int) -> Parsed:
