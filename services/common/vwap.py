@@ -32,8 +32,12 @@ def _exact_sum(values: Iterable[Decimal]) -> Decimal:
 class RollingVwap:
     """VWAP of the trades whose event time lies within ``window_ns`` of the newest one."""
 
-    def __init__(self, window_ns: int) -> None:
+    def __init__(self, window_ns: int, audit_every: int = 4096) -> None:
         self.window_ns = window_ns
+        #: Every this many trades the sums are recomputed and compared (a backstop: O(window) once
+        #: per ``audit_every`` trades).
+        self.audit_every = audit_every
+        self._since_audit = 0
         self._trades: deque[tuple[int, Decimal, Decimal]] = deque()
         self._notional = _ZERO
         self._volume = _ZERO
@@ -42,6 +46,7 @@ class RollingVwap:
         self.problem: tuple[str, float] | None = None
 
     def add(self, ts_ns: int, price: Decimal, qty: Decimal) -> None:
+        self.expire(ts_ns)  # first: an emptied window checks its sums before the new trade
         try:
             notional = _EXACT.multiply(price, qty)
             self._trades.append((ts_ns, notional, qty))
@@ -49,7 +54,22 @@ class RollingVwap:
             self._volume = _EXACT.add(self._volume, qty)
         except DecimalException as error:
             self._repair(f"inexact sum ({type(error).__name__})")
-        self.expire(ts_ns)
+        self._since_audit += 1
+        if self._since_audit >= self.audit_every:
+            self.audit()
+
+    def audit(self) -> None:
+        """Recompute the sums from the window's trades; a difference is repaired and reported."""
+        self._since_audit = 0
+        try:
+            same = (
+                _exact_sum(n for _, n, _ in self._trades) == self._notional
+                and _exact_sum(q for _, _, q in self._trades) == self._volume
+            )
+        except DecimalException:
+            same = False
+        if not same:
+            self._repair("sums differed from the window's trades")
 
     def expire(self, now_ns: int) -> None:
         horizon = now_ns - self.window_ns
