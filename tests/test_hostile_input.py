@@ -17,13 +17,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 from nats.aio.client import Client
 from opentelemetry import metrics, trace
 
-from schemas import Signal, Status, TradeTick, subjects
-from schemas.wire import TradeMsg, decode_trade
+from schemas import DepthUpdate, Signal, Status, TradeTick, rules, subjects
+from schemas.wire import TradeMsg, decode_depth, decode_trade
 from services.common.bus import Bus
 from services.common.logging import LogSampler
 from services.common.reconnect import ReconnectPolicy
@@ -35,6 +36,7 @@ from services.connector_feed.normalize import EventRejected, Normalizer
 from services.connector_feed.publisher import Publisher
 from services.connector_feed.service import feed_health
 from services.connector_feed.settings import FeedSettings
+from services.context.state import SymbolContext
 from services.strategy_engine.runner import StrategyRunner
 from services.strategy_engine.settings import StrategySettings
 from services.strategy_engine.strategy import Strategy
@@ -313,3 +315,71 @@ def test_bad_otel_settings_fail_at_start_up_with_one_line_naming_the_variable() 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "OTEL_EXPORTER_OTLP_PROTOCOL" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1",
+        "0.5",
+        "50000.12000000",
+        "0",
+        "0.000",
+        "1e5",
+        "1E-8",
+        "-1",
+        "01",
+        "1.",
+        ".5",
+        "1" * 40,
+        "1" * 41,
+        " 1",
+        "",
+    ],
+)
+def test_the_json_schema_states_the_decimal_rule_the_decoders_apply(text: str) -> None:
+    schema = TradeTick.model_json_schema(mode="serialization")["properties"]["price"]
+
+    by_schema = jsonschema.Draft202012Validator(schema).is_valid(text)
+    try:
+        rules.decimal_text(text, "price", positive=True)
+        by_rule = True
+    except rules.RuleViolation:
+        by_rule = False
+
+    assert by_schema == by_rule
+
+
+def test_a_crossed_or_stuck_book_makes_context_degraded_with_the_reason() -> None:
+    context = SymbolContext("BTCUSDT", history=10, vwap_window_s=60)
+    snapshot = DepthUpdate(
+        exchange="stub",
+        symbol="BTCUSDT",
+        bids=[(Decimal("10"), Decimal("1"))],
+        asks=[(Decimal("11"), Decimal("1"))],
+        is_snapshot=True,
+        last_update_id=10**12,  # an id from nowhere: every real delta is now "older"
+        ts_event=1,
+        ts_recv=1,
+    )
+    context.on_depth(decode_depth(snapshot.to_json()))
+    crossed = snapshot.model_copy(
+        update={
+            "is_snapshot": False,
+            "first_update_id": 10**12 + 1,
+            "last_update_id": 10**12 + 1,
+            "bids": [(Decimal("12"), Decimal("1"))],
+        }
+    )
+    context.on_depth(decode_depth(crossed.to_json()))
+
+    assert any("book crossed" in p for p in context.problems())
+
+    for i in range(120):
+        delta = snapshot.model_copy(
+            update={"is_snapshot": False, "first_update_id": 5 + i, "last_update_id": 5 + i}
+        )
+        context.on_depth(decode_depth(delta.to_json()))
+
+    assert not context.book_synced  # lost, waiting for a snapshot, not silently stuck
+    assert any("older than the book" in p for p in context.problems())

@@ -136,6 +136,16 @@ async def test_hostile_input_costs_no_process_no_connection_and_no_valid_event(
                 # The consumers also received the hostile messages published above; count the feed's own.
                 await eventually(lambda: _from_feed(published_trades) == total_valid, timeout_s=10)
 
+                # Requests of any shape: every one answered, none changes anything.
+                odd = [
+                    await nc.request(subject, payload, timeout=2, headers=headers)
+                    for subject, payload, headers in (
+                        ("context.NOPE.snapshot", b"\xff" * 1000, None),
+                        (subjects.context_snapshot(symbol), b"{bad", {"traceparent": "garbage"}),
+                        (subjects.health("context"), b"x" * 100_000, None),
+                        (subjects.health("strategy_engine"), b"[]", {"Nats-Service-Error": "forged"}),
+                    )
+                ]
                 feed = await _health(nc, "connector_feed")
                 context = await _health(nc, "context")
                 engine = await _health(nc, "strategy_engine")
@@ -169,6 +179,11 @@ async def test_hostile_input_costs_no_process_no_connection_and_no_valid_event(
     assert engine["rejected"] == expected_rejections
     assert context["consumed"]["trade"] == total_valid
     assert engine["consumed"]["trade"] == total_valid
+
+    assert (odd[0].headers or {}).get("Nats-Service-Error-Code") == "404"
+    assert orjson.loads(odd[1].data)["symbol"] == symbol
+    assert orjson.loads(odd[2].data)["service"] == "context"
+    assert orjson.loads(odd[3].data)["service"] == "strategy_engine"
 
     # The consumers' state is exactly that of the valid data.
     assert snapshot_reply["trade_count"] == total_valid

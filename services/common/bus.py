@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
-from services.common.logging import get_logger
+from services.common.logging import LogSampler, get_logger
 from services.common.natsauth import (
     NatsSecurity,
     describe_connect_failure,
@@ -66,6 +66,7 @@ class Bus:
         self._secrets = secrets or []
         self._refused: asyncio.Future[BaseException] | None = None
         self._last_error: BaseException | None = None
+        self._log_sampler = LogSampler()
 
     @classmethod
     async def connect(
@@ -185,7 +186,14 @@ class Bus:
                 )
             return
         self.stats.errors += 1
-        log.warning("nats_error", error=scrub(repr(error), self._secrets))
+        suppressed = self._log_sampler.allow(type(error).__name__)
+        if suppressed is not None:  # an outage can raise thousands: a sample per kind, with counts
+            log.warning(
+                "nats_error",
+                error=scrub(repr(error), self._secrets),
+                errors=self.stats.errors,
+                suppressed=suppressed,
+            )
 
     def _count_violation(self, operation: str, subject: str) -> None:
         """Counted, logged as a sample (1st, 10th, 100th, ...), never fatal."""
