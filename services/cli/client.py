@@ -48,6 +48,7 @@ async def connect(url: str, timeout_s: float = 3.0) -> Client:
                 url,
                 connect_timeout=2,
                 max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,  # the one retry of a refused connect: at once, not after 2 s
                 allow_reconnect=False,
                 error_cb=_quiet,
                 disconnected_cb=_quiet_event,
