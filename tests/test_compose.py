@@ -1349,3 +1349,137 @@ def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
     assert dockerignored("services/common", [*patterns, "services"])
     assert dockerignored(".env", patterns)
     assert dockerignored("tests", patterns)
+
+
+# --- the dashboard service (Perses) and deploy/perses/ ---------------------------------------------
+
+DASHBOARD_SERVICE = "perses"
+PERSES_CONFIG = ROOT / "deploy" / "perses" / "config.yaml"
+PERSES_PORT = 8080  # the Perses server's default --web.listen-address
+PROMETHEUS_PORT = 9090  # Prometheus's default --web.listen-address
+
+
+def load_perses_configs() -> dict[str, Any]:
+    """docker-compose.yml, deploy/perses/config.yaml, its provisioned resources and
+    deploy/prometheus.yml, fresh copies, for ``dashboard_problems``."""
+    from tests.perses import load_resources
+
+    return {
+        "compose": load_compose(),
+        "perses": load_yaml(PERSES_CONFIG),
+        "resources": [resource for _, resource in load_resources(PERSES_CONFIG.parent / "provisioning")],
+        "prometheus": load_yaml(PROMETHEUS_CONFIG),
+    }
+
+
+def dashboard_problems(configs: Mapping[str, Any]) -> list[str]:
+    """The Perses service against its config, its provisioning folder, Prometheus and compose; [] when
+    all is well. ``configs`` is what ``load_perses_configs`` returns."""
+    services: Mapping[str, Mapping[str, Any]] = configs["compose"].get("services") or {}
+    perses = services.get(DASHBOARD_SERVICE)
+    if perses is None:
+        return [f"no {DASHBOARD_SERVICE!r} service"]
+    problems = []
+    if image_name(perses) != "perses" or ":" not in str(perses.get("image")).rsplit("/", 1)[-1]:
+        problems.append(
+            f"{DASHBOARD_SERVICE}: image {perses.get('image')!r} is not a pinned persesdev/perses tag"
+        )
+    if config_source(perses, "--config", ROOT) != PERSES_CONFIG.resolve():
+        problems.append(f"{DASHBOARD_SERVICE}: does not load deploy/perses/config.yaml with --config")
+    mounts = {target: (ROOT / source).resolve() for source, target, _ in bind_mounts(perses)}
+    folders = (configs["perses"].get("provisioning") or {}).get("folders") or []
+    if not folders:
+        problems.append("deploy/perses/config.yaml provisions no folder")
+    for folder in folders:
+        if mounts.get(str(folder)) != (PERSES_CONFIG.parent / "provisioning").resolve():
+            problems.append(
+                f"{DASHBOARD_SERVICE}: provisioning folder {folder} is not deploy/perses/provisioning"
+            )
+    if PERSES_PORT not in published_ports(perses):
+        problems.append(f"{DASHBOARD_SERVICE}: the UI port {PERSES_PORT} is not published")
+    return problems + _datasource_problems(configs, services)
+
+
+def _datasource_problems(configs: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every Prometheus datasource is the prometheus service, at the interval it scrapes."""
+    problems = []
+    interval = str((configs["prometheus"].get("global") or {}).get("scrape_interval", "1m"))
+    for resource in configs["resources"]:
+        if resource.get("kind") not in ("GlobalDatasource", "Datasource"):
+            continue
+        name = resource["metadata"]["name"]
+        spec = resource["spec"]["plugin"]["spec"]
+        url = spec.get("directUrl") or (spec.get("proxy") or {}).get("spec", {}).get("url", "")
+        host, port = host_port(url)
+        if host != PROMETHEUS_SERVICE or PROMETHEUS_SERVICE not in services or port != PROMETHEUS_PORT:
+            problems.append(
+                f"datasource {name}: {url!r} is not http://{PROMETHEUS_SERVICE}:{PROMETHEUS_PORT}"
+            )
+        if spec.get("scrapeInterval") != interval:
+            found = spec.get("scrapeInterval")
+            problems.append(f"datasource {name}: scrapeInterval {found!r} is not Prometheus's {interval!r}")
+    return problems
+
+
+def test_the_dashboard_service_is_wired_to_its_config_and_prometheus() -> None:
+    configs = load_perses_configs()
+
+    problems = dashboard_problems(configs)
+
+    assert problems == []
+
+
+def _perses_datasource(configs: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = next(r for r in configs["resources"] if r["kind"] == "GlobalDatasource")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("mutation", "complaint"),
+    [
+        pytest.param(
+            lambda c: c["compose"]["services"].pop(DASHBOARD_SERVICE), "no 'perses' service", id="missing"
+        ),
+        pytest.param(
+            lambda c: c["compose"]["services"][DASHBOARD_SERVICE].update(image="persesdev/perses"),
+            "not a pinned",
+            id="unpinned",
+        ),
+        pytest.param(
+            lambda c: c["compose"]["services"][DASHBOARD_SERVICE].update(command=["--config=/other.yaml"]),
+            "does not load deploy/perses/config.yaml",
+            id="other-config",
+        ),
+        pytest.param(
+            lambda c: c["perses"]["provisioning"].update(folders=["/elsewhere"]),
+            "provisioning folder /elsewhere is not deploy/perses/provisioning",
+            id="folder-not-mounted",
+        ),
+        pytest.param(
+            lambda c: c["compose"]["services"][DASHBOARD_SERVICE].update(ports=["127.0.0.1:3000:3000"]),
+            "the UI port 8080 is not published",
+            id="port",
+        ),
+        pytest.param(
+            lambda c: _perses_datasource(c)["spec"]["plugin"]["spec"]["proxy"]["spec"].update(
+                url="http://localhost:9090"
+            ),
+            "is not http://prometheus:9090",
+            id="datasource-localhost",
+        ),
+        pytest.param(
+            lambda c: c["prometheus"]["global"].update(scrape_interval="30s"),
+            "is not Prometheus's '30s'",
+            id="scrape-interval",
+        ),
+    ],
+)
+def test_dashboard_problems_are_reported(
+    mutation: Callable[[dict[str, Any]], object], complaint: str
+) -> None:
+    configs = load_perses_configs()
+    mutation(configs)
+
+    problems = dashboard_problems(configs)
+
+    assert any(complaint in problem for problem in problems), problems

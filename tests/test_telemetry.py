@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -347,7 +348,7 @@ def test_cli_requests_are_client_spans_parenting_the_servers(nats_url: str, uniq
                 check=False,
             )
             snapshot = subprocess.run(
-                [sys.executable, "-m", "services.cli", "snapshot", unique],
+                [sys.executable, "-m", "services.cli", "snapshot", unique, "--json"],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -359,7 +360,7 @@ def test_cli_requests_are_client_spans_parenting_the_servers(nats_url: str, uniq
 
     assert health.returncode == 0, health.stderr
     assert '"context"' in health.stdout  # JSON on stdout, nothing else
-    assert snapshot.returncode == 0 and f'"symbol":"{unique}"' in snapshot.stdout
+    assert snapshot.returncode == 0 and json.loads(snapshot.stdout)["symbol"] == unique
     clients = {s["name"]: s for s in spans if s["kind"] == "CLIENT" and s["service"] == "hftfeed_cli"}
     servers = {s["name"]: s for s in spans if s["kind"] == "SERVER"}
     for name in ("health context", "query context.{symbol}.snapshot"):

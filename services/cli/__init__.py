@@ -117,21 +117,27 @@ def health(
 @app.command("snapshot")
 def snapshot(
     symbol: Annotated[str, typer.Argument(help="a symbol the context service keeps (SYMBOLS)")],
+    as_json: Annotated[bool, typer.Option("--json", help="the ContextSnapshot as pretty JSON")] = False,
     timeout_s: Annotated[float, typer.Option("--timeout", help="seconds to wait for the reply")] = 2.0,
 ) -> None:
-    """Ask the context service for SYMBOL's rolling context (JSON); exits 1 on an error reply."""
+    """Ask the context service for SYMBOL's rolling context: price, flow, VWAP, book, last trades.
+
+    Exits 1 on an error reply (e.g. a symbol it does not keep) or no reply.
+    """
     from services.cli.client import snapshot_command
 
     settings = _common_settings()
     raise typer.Exit(
-        asyncio.run(snapshot_command(settings.nats_url, symbol, timeout_s, settings.nats_security()))
+        asyncio.run(snapshot_command(settings.nats_url, symbol, as_json, timeout_s, settings.nats_security()))
     )
 
 
 @app.command("sub")
 def sub(
     subject: Annotated[str, typer.Argument(help="subject, wildcards allowed (md.BTCUSDT.trades, md.>)")],
-    as_json: Annotated[bool, typer.Option("--json", help="raw JSON lines")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='one JSON object per line: {"subject": ..., <the message>}')
+    ] = False,
     count: Annotated[int, typer.Option(help="exit after this many messages (0 = run until Ctrl-C)")] = 0,
 ) -> None:
     """Print live messages from NATS, readably (or raw JSON with --json)."""

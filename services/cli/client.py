@@ -1,11 +1,16 @@
-"""``hftfeed health`` and ``hftfeed sub``: small NATS clients for people (tables) and machines (JSON)."""
+"""``hftfeed health``, ``snapshot`` and ``sub``: small NATS clients for people and for pipes.
+
+In a terminal they print colour and tables; in a pipe, plain lines that are never cut or wrapped and
+are flushed one by one; ``--json`` gives one JSON document per line (``snapshot --json``: pretty).
+A reader that goes away ends them quietly (see ``services.cli.output``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import nats
@@ -13,12 +18,13 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from opentelemetry import trace
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from schemas import subjects
+from services.cli.output import Output, clock, health_details, health_line, snapshot_lines
 from services.common import messaging
 from services.common.natsauth import (
     NatsSecurity,
@@ -55,6 +61,7 @@ async def connect(url: str, timeout_s: float = 3.0, security: NatsSecurity | Non
                 servers(url),
                 connect_timeout=2,
                 max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,  # the one retry of a refused connect: at once, not after 2 s
                 allow_reconnect=False,
                 error_cb=_quiet,
                 disconnected_cb=_quiet_event,
@@ -65,7 +72,11 @@ async def connect(url: str, timeout_s: float = 3.0, security: NatsSecurity | Non
         )
     except (TimeoutError, OSError, NatsError) as error:
         reason = describe_connect_failure(error, security.secrets(url))
-        raise SystemExit(f"cannot connect to NATS at {redact_url(url)}: {reason}") from None
+        raise SystemExit(
+            f"cannot connect to NATS at {redact_url(url)}: {reason}\n"
+            "  Is the stack running? Start it with `hftfeed up` (or `docker compose up -d`),\n"
+            "  or set NATS_URL (in the environment or .env) to your NATS server."
+        ) from None
 
 
 async def ask_health(
@@ -90,6 +101,7 @@ def cli_telemetry() -> Telemetry:
 async def health_command(
     url: str, services: list[str], as_json: bool, timeout_s: float, security: NatsSecurity | None = None
 ) -> int:
+    out = Output()
     nc = await connect(url, security=security)
     telemetry = cli_telemetry()
     try:
@@ -99,16 +111,19 @@ async def health_command(
         await nc.close()
         telemetry.shutdown()
     if as_json:
-        sys.stdout.write(orjson.dumps({r["service"]: r for r in replies}).decode() + "\n")
+        out.write(orjson.dumps({r["service"]: r for r in replies}).decode() + "\n")
+    elif out.terminal:
+        out.show(health_table(replies))
     else:
-        Console().print(health_table(replies))
+        for reply in replies:
+            out.write(health_line(reply) + "\n")
     return 0 if all(r["status"] in ("ok", "degraded") for r in replies) else 1
 
 
 def health_table(replies: list[dict[str, Any]]) -> Table:
     table = Table(title="hftfeed health")
     for column in ("service", "status", "uptime", "version", "details"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for reply in replies:
         status = reply.get("status", "?")
         uptime = reply.get("uptime_s")
@@ -117,28 +132,17 @@ def health_table(replies: list[dict[str, Any]]) -> Table:
             f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
             f"{uptime:.0f}s" if isinstance(uptime, int | float) else "-",
             reply.get("version", "-"),
-            _details(reply),
+            escape(health_details(reply)),
         )
     return table
 
 
-def _details(reply: dict[str, Any]) -> str:
-    parts = list(reply.get("reasons", []))
-    connector = reply.get("connector")
-    if connector:
-        parts.append(
-            f"connected={connector.get('connected')} last_ts={connector.get('last_ts')} "
-            f"queue={connector.get('queue_size')} reconnects={connector.get('reconnection_attempts')}"
-        )
-    if "consumed" in reply:
-        parts.append(f"consumed={reply['consumed']}")
-    return "\n".join(parts) or "-"
-
-
 async def snapshot_command(
-    url: str, symbol: str, timeout_s: float, security: NatsSecurity | None = None
+    url: str, symbol: str, as_json: bool, timeout_s: float, security: NatsSecurity | None = None
 ) -> int:
-    """``hftfeed snapshot SYMBOL``: the context service's ContextSnapshot as JSON (CLIENT span)."""
+    """``hftfeed snapshot SYMBOL``: the context service's ContextSnapshot (CLIENT span): a readable
+    summary, or pretty JSON with ``--json``; exit 1 on an error reply or no reply."""
+    out = Output()
     nc = await connect(url, security=security)
     telemetry = cli_telemetry()
     subject = subjects.context_snapshot(symbol)
@@ -149,53 +153,80 @@ async def snapshot_command(
             try:
                 reply = await nc.request(subject, b"", timeout=timeout_s, headers=h or None)
             except (TimeoutError, NatsError) as error:
-                sys.stderr.write(f"no reply on {subject}: {error!r} (is the context service running?)\n")
+                sys.stderr.write(
+                    f"no reply on {subject}: {type(error).__name__} (is the context service running? "
+                    "`hftfeed health context`)\n"
+                )
                 return 1
     finally:
         await nc.close()
         telemetry.shutdown()
-    sys.stdout.write(reply.data.decode(errors="replace") + "\n")
-    error_code = (reply.headers or {}).get("Nats-Service-Error-Code")
+    error_code = (reply.headers or {}).get(ERROR_CODE_HEADER)
+    try:
+        body: Any = orjson.loads(reply.data)
+    except orjson.JSONDecodeError:
+        body = reply.data.decode(errors="replace")
+    if as_json:
+        out.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif error_code or not isinstance(body, dict):
+        message = (reply.headers or {}).get(ERROR_HEADER) or body
+        sys.stderr.write(f"{subject}: error {error_code}: {message}\n")
+    else:
+        for line in snapshot_lines(body):
+            if not out.line(line):
+                break
     return 1 if error_code else 0
+
+
+def json_line(msg: Msg) -> str:
+    """The message as one JSON line that names its subject: ``{"subject": ..., <the message's fields>}``
+    (a payload that is not a JSON object goes under ``data``, as JSON or as text)."""
+    try:
+        data: Any = orjson.loads(msg.data)
+    except orjson.JSONDecodeError:
+        data = msg.data.decode(errors="replace")
+    if isinstance(data, dict) and "subject" not in data:
+        return orjson.dumps({"subject": msg.subject, **data}).decode() + "\n"
+    return orjson.dumps({"subject": msg.subject, "data": data}).decode() + "\n"
 
 
 async def sub_command(
     url: str, subject: str, as_json: bool, count: int, security: NatsSecurity | None = None
 ) -> int:
+    out = Output()
     nc = await connect(url, security=security)
     done = asyncio.Event()
     received = 0
-    console = Console(highlight=False)
 
     async def on_msg(msg: Msg) -> None:
         nonlocal received
+        if done.is_set():
+            return
         received += 1
-        if as_json:
-            sys.stdout.write(msg.data.decode(errors="replace") + "\n")
-            sys.stdout.flush()
-        else:
-            console.print(describe(msg))
-        if count and received >= count:
+        written = out.write(json_line(msg)) if as_json else out.line(describe(msg))
+        if not written or (count and received >= count):
             done.set()
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, done.set)
+    out.watch_reader(loop, done.set)
     try:
         await nc.subscribe(subject, cb=on_msg)
     except NatsError as error:
         await nc.close()
-        raise SystemExit(f"cannot subscribe to {subject!r}: {error!r}") from None
-    if not as_json:
-        console.print(f"[dim]listening on {subject} at {escape(redact_url(url))} (Ctrl-C to stop)[/]")
+        raise SystemExit(f"cannot subscribe to {subject!r}: {error}") from None
+    if sys.stderr.isatty():
+        sys.stderr.write(f"listening on {subject} at {redact_url(url)} (Ctrl-C to stop)\n")
     await done.wait()
-    await nc.drain()
+    out.stop_watching(loop)
+    await nc.close()
     return 0
 
 
 def describe(msg: Msg) -> str:
-    """One readable line per message; unknown shapes fall back to compact JSON."""
-    now = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+    """One readable line per message (rich markup); unknown shapes fall back to compact JSON."""
+    now = clock(time.time_ns())
     try:
         body = orjson.loads(msg.data)
     except orjson.JSONDecodeError:
