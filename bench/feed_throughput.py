@@ -1,6 +1,7 @@
 """Events/s through connector_feed in one process, beside the raw nats-py ceiling.
 
-Feed: the stub connector at full speed -> normalise -> bounded queue -> encode -> NATS publish,
+Feed: the native stub connector at full speed (batches of 64) -> the feed's pipeline (accept,
+count, queue) -> encode -> NATS publish inline,
 timed until every event is published and flushed to a real nats-server. Ceiling: raw nats-py
 publishing of exactly the same bytes (pre-serialised, same subjects). Runs alternate, medians.
 
@@ -22,13 +23,12 @@ import uvloop
 from bench._harness import console, machine, median, save, show
 from services.common.bus import Bus
 from services.common.natsserver import NatsServer
-from services.common.reconnect import Reconnector, ReconnectPolicy
 from services.common.telemetry import TelemetrySettings, setup_telemetry
+from services.connector_feed.connector import Delivered
+from services.connector_feed.events import Depth, Trade
 from services.connector_feed.metrics import register_feed_metrics
-from services.connector_feed.normalize import Normalizer
-from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
-from services.connector_feed.stub import StubbedConnector
+from services.connector_feed.stub import StubbedConnector, StubSettings
 
 SYMBOL = "BENCH"
 
@@ -36,31 +36,22 @@ SYMBOL = "BENCH"
 class CountedStub(StubbedConnector):
     """The stub, unthrottled, stopping after ``limit`` events."""
 
-    def __init__(self, settings: FeedSettings, limit: int, depth: bool) -> None:
+    def __init__(self, settings: StubSettings, limit: int) -> None:
         super().__init__(settings)
         self.left = limit
-        self.depth = depth
 
-    async def subscribe_depth(self, symbol: str) -> None:
-        if self.depth:
-            await super().subscribe_depth(symbol)
-
-    async def next_event(self) -> dict[str, Any] | None:
+    def due(self, elapsed: float, now_ns: int) -> list[Delivered]:
         if self.left <= 0:
-            return None
-        self.left -= 1
-        return await super().next_event()
+            return []
+        batch = super().due(elapsed, now_ns)[: self.left]
+        self.left -= len(batch)
+        return batch
 
 
-def _settings() -> FeedSettings:
-    return FeedSettings(
-        data_source="hft_connector",
-        symbols=SYMBOL,
-        stub_trades_per_s=0,
-        stub_depth_per_s=0,
-        stub_seed=42,
-        max_queue=100_000,
-    )
+def _settings(depth: bool) -> StubSettings:
+    # Trades only: depth at one message a day (never, in a run); else both unthrottled, 1:1.
+    depth_rate = 0 if depth else 1e-5
+    return StubSettings(symbols=SYMBOL, stub_trades_per_s=0, stub_depth_per_s=depth_rate, stub_seed=42)
 
 
 async def feed_run(url: str, n: int, depth: bool, otlp_endpoint: str | None = None) -> float:
@@ -74,27 +65,19 @@ async def feed_run(url: str, n: int, depth: bool, otlp_endpoint: str | None = No
                 otel_exporter_otlp_endpoint=otlp_endpoint, otel_exporter_otlp_protocol="http/protobuf"
             ),
         )
-    stream = HFTConnectorStream(
-        CountedStub(_settings(), n, depth),
-        bus,
-        [SYMBOL],
-        Reconnector(ReconnectPolicy()),
-        100_000,
-        0.001,
-        telemetry=telemetry,
-    )
+    stream = HFTConnectorStream(CountedStub(_settings(depth), n), bus, 10_000, telemetry=telemetry)
     if telemetry is not None:
         register_feed_metrics(telemetry.meter(), stream)
     start = time.perf_counter()
     task = asyncio.create_task(stream.run())
-    while sum(stream.published.values()) + stream.queue.dropped.trades + stream.queue.dropped.depth < n:
+    while sum(stream.published.values()) + stream.dropped.trades + stream.dropped.depth < n:
         await asyncio.sleep(0.0005)
     await bus.nc.flush()
     elapsed = time.perf_counter() - start
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await bus.drain()
-    assert stream.queue.dropped.trades == stream.queue.dropped.depth == 0, "the feed dropped events"
+    assert stream.dropped.trades == stream.dropped.depth == 0, "the feed dropped events"
     if telemetry is not None:
         telemetry.shutdown()
     return n / elapsed
@@ -102,16 +85,13 @@ async def feed_run(url: str, n: int, depth: bool, otlp_endpoint: str | None = No
 
 async def same_bytes(n: int, depth: bool) -> list[tuple[str, bytes]]:
     """The exact messages the feed publishes for this stub stream."""
-    stub = CountedStub(_settings(), n, depth)
-    await stub.connect()
-    await stub.subscribe_trades(SYMBOL)
-    await stub.subscribe_depth(SYMBOL)
-    normalizer = Normalizer(stub.exchange, [SYMBOL])
+    stub = CountedStub(_settings(depth), n)
     out = []
-    while (raw := await stub.next_event()) is not None:
-        event = normalizer.normalize(raw, time.time_ns())
-        kind = "trades" if type(event).__name__ == "Trade" else "depth"
-        out.append((f"md.{SYMBOL}.{kind}", event.wire()))
+    while batch := stub.due(1e9, time.time_ns()):
+        for event in batch:
+            assert isinstance(event, Trade | Depth)
+            kind = "trades" if isinstance(event, Trade) else "depth"
+            out.append((f"md.{SYMBOL}.{kind}", event.wire()))
     return out
 
 

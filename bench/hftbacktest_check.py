@@ -21,7 +21,7 @@ from bench._harness import console
 from services.common.natsserver import NatsServer
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
-from services.connector_feed.settings import FeedSettings
+from services.connector_feed.binance.settings import BinanceSettings
 from tests.fake_binance import FakeBinance, book_scenario
 from tests.helpers import running_stream
 
@@ -37,8 +37,7 @@ async def record(folder: Path, nats_url: str, diffs_n: int) -> Path:
     snapshot, diffs, _ = book_scenario("BTCUSDT", "usdm", diffs_n, seed=3, levels=200)
     async with FakeBinance("usdm") as venue:
         venue.load_snapshot(snapshot)
-        settings = FeedSettings(
-            data_source="binance_ws",
+        settings = BinanceSettings(
             binance_market="usdm",
             symbols="BTCUSDT",
             binance_ws_url=venue.ws_url,
@@ -46,7 +45,7 @@ async def record(folder: Path, nats_url: str, diffs_n: int) -> Path:
             record_dir=folder,
         )
         async with running_stream(
-            BinanceConnector(settings), nats_url, ["BTCUSDT"], ReconnectPolicy(), "check"
+            BinanceConnector(settings, ReconnectPolicy()), nats_url, ["BTCUSDT"], ReconnectPolicy(), "check"
         ):
             await venue.wait_for_subscribers(["btcusdt@depth@100ms"])
             for diff in diffs:

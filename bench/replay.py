@@ -7,12 +7,14 @@ the live parse path (BinanceParser + LocalBook on the same frames) measured in t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import json
 import random
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ import uvloop
 from bench._harness import console, machine, save, show
 from bench.binance_parse import agg_trade_frames, depth_frames
 from services.connector_feed.binance.book import LocalBook
-from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.binance.decoder import BinanceDecoder
 from services.connector_feed.binance.parse import BinanceParser, DepthDiff, Snapshot
-from services.connector_feed.binance.replay import ReplayConnector
-from services.connector_feed.settings import FeedSettings
+from services.connector_feed.binance.replay import ReplayConnector, ReplaySettings
+from services.connector_feed.binance.status import SymbolStates
+from services.connector_feed.connector import Delivered
 
 T0_NS = 1_767_225_600_000_000_000
 
@@ -47,20 +50,35 @@ def write_recording(folder: Path, n: int, seed: int) -> tuple[list[bytes], Snaps
     return frames, snapshot
 
 
+class CountingSink:
+    """The feed's side of the seam, counting what is delivered (no NATS: the decode paths alone)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    async def deliver(self, batch: Sequence[Delivered]) -> None:
+        self.events += len(batch)
+
+    def put(self, batch: Sequence[Delivered]) -> bool:
+        self.events += len(batch)
+        return True
+
+    async def room(self) -> None:
+        return None
+
+
 async def replay_once(folder: Path) -> tuple[float, int]:
-    connector = ReplayConnector(
-        FeedSettings(data_source="hft_connector", connector_name="replay", replay_path=folder, replay_speed=0)
-    )
-    await connector.connect()
-    events = 0
+    """The replay: gzip -> lines -> the live decoder -> batches delivered."""
+    connector = ReplayConnector(ReplaySettings(replay_path=folder, replay_speed=0))
+    sink = CountingSink()
     start = time.perf_counter()
-    while True:
-        event = await connector.next_event()
-        if event is not None:
-            events += 1
-        elif connector.finished:
-            break
-    return time.perf_counter() - start, events
+    task = asyncio.create_task(connector.run(sink))
+    while not connector.finished:
+        await asyncio.sleep(0.001)
+    elapsed = time.perf_counter() - start
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return elapsed, sink.events
 
 
 def live_once(frames: list[bytes], snapshot: Snapshot) -> tuple[float, int]:
@@ -81,17 +99,17 @@ def live_once(frames: list[bytes], snapshot: Snapshot) -> tuple[float, int]:
 
 
 def connector_once(frames: list[bytes], snapshot: Snapshot) -> tuple[float, int]:
-    """The live connector's own per-frame path (``on_frame``: parse, books, statuses, dedupe)."""
-    connector = BinanceConnector(FeedSettings(data_source="binance_ws", binance_trade_stream="aggTrade"))
-    connector.prepare()
+    """The live connector's own per-frame path (the decoder: parse, books, statuses, dedupe), on the
+    ``str`` frames the websocket hands it."""
+    states = SymbolStates("binance", ["BTCUSDT"], ["trades", "depth"], {"trades": 1e9, "depth": 1e9})
+    decoder = BinanceDecoder("spot", ["BTCUSDT"], "aggTrade", "diff", states)
+    texts = [frame.decode() for frame in frames]
     events = 0
     start = time.perf_counter()
-    for i, frame in enumerate(frames):
-        connector.on_frame(frame, T0_NS + i)
+    for i, text in enumerate(texts):
+        events += len(decoder.on_frame(text, T0_NS + i).events)
         if i == 0:
-            connector.apply_snapshot("BTCUSDT", snapshot)
-        while connector.pop_pending() is not None:
-            events += 1
+            events += len(decoder.on_snapshot("BTCUSDT", snapshot))
     return time.perf_counter() - start, events
 
 

@@ -12,7 +12,8 @@ from nats.aio.msg import Msg
 
 from services.common.bus import Bus
 from services.common.reconnect import Reconnector, ReconnectPolicy
-from services.connector_feed.connector import ConnectorWrapper
+from services.connector_feed.connector import ConnectorWrapper, NativeConnector
+from services.connector_feed.polling import PollingConnector
 from services.connector_feed.stream import HFTConnectorStream
 
 
@@ -45,18 +46,31 @@ async def collect(nc: Client, subject: str) -> list[Msg]:
     return received
 
 
+def native(
+    connector: ConnectorWrapper | NativeConnector,
+    symbols: list[str],
+    policy: ReconnectPolicy,
+    label: str = "test",
+) -> NativeConnector:
+    """A native connector as is; a seed-style one run by the polling adapter (1 ms poll)."""
+    if isinstance(connector, NativeConnector):
+        return connector
+    return PollingConnector(connector, symbols, Reconnector(policy), 0.001, label)
+
+
 @asynccontextmanager
 async def running_stream(
-    connector: ConnectorWrapper,
+    connector: ConnectorWrapper | NativeConnector,
     nats_url: str,
     symbols: list[str],
     policy: ReconnectPolicy,
     label: str = "test",
+    max_queue: int = 100_000,
 ) -> AsyncIterator[HFTConnectorStream]:
     """A feed stream (connector -> NATS) running for the block, then closed and drained."""
     bus = await Bus.connect(nats_url, f"test-{label}")
     stream = HFTConnectorStream(
-        connector, bus, symbols, Reconnector(policy), 100_000, 0.001, connector_label=label
+        native(connector, symbols, policy, label), bus, max_queue, connector_label=label
     )
     task = asyncio.create_task(stream.run())
     try:

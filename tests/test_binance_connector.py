@@ -14,9 +14,9 @@ from nats.aio.msg import Msg
 from schemas import DepthUpdate, TradeTick, subjects
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
-from services.connector_feed.events import Trade
+from services.connector_feed.binance.dedupe import TradeDedupe
+from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.service import feed_health
-from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
 from tests.fake_binance import (
     ExpectedBook,
@@ -81,8 +81,7 @@ class SubscriberBook:
 async def feed(
     venue: FakeBinance, nats_url: str, market: Market, symbols: str, depth_stream: str = "diff"
 ) -> AsyncIterator[HFTConnectorStream]:
-    settings = FeedSettings(
-        data_source="binance_ws",
+    settings = BinanceSettings(
         binance_market=market,
         symbols=symbols,
         binance_ws_url=venue.ws_url,
@@ -90,12 +89,9 @@ async def feed(
         binance_depth_limit=1000,
         binance_depth_stream=depth_stream,
     )
+    policy = ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0)
     async with running_stream(
-        BinanceConnector(settings),
-        nats_url,
-        settings.symbols,
-        ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0),
-        "binance",
+        BinanceConnector(settings, policy), nats_url, settings.symbols, policy, "binance"
     ) as stream:
         yield stream
 
@@ -155,7 +151,7 @@ async def test_every_spot_trade_reaches_nats_once_with_its_decimal_strings(
             )
         await venue.send(name, spot_trade(unique, 1400, "1.00000000", "1.00000000", False, TS + 999))  # a gap
         await eventually(lambda: len(trades) == 301)
-        health = stream.connector.get_health_status()
+        health = stream.connector.health()
 
     ticks = [TradeTick.model_validate_json(m.data) for m in trades]
     assert [t.trade_id for t in ticks] == [*range(1001, 1301), 1400]
@@ -165,7 +161,7 @@ async def test_every_spot_trade_reaches_nats_once_with_its_decimal_strings(
     )
     assert ticks[1].side == "sell" and ticks[1].is_buyer_maker  # buyer is maker -> sell
     assert (ticks[0].exchange, ticks[0].ts_event) == ("binance", (TS + 1) * 1_000_000)
-    assert health["trade_gaps"] == 1
+    assert health["trade_gaps"] == {unique: 1}
 
 
 async def test_futures_trades_come_over_the_routed_market_path(
@@ -211,7 +207,7 @@ async def test_a_gap_resyncs_that_symbol_alone(nats_url: str, nc: Client, unique
                 await venue.send(streams[0], diff_a)
             await eventually(lambda: _books(depth_a).snapshots == 2 if depth_a else False)
             await eventually(lambda: bool(depth_b) and _books(depth_b).last == expected_b.last_update_id)
-            books = stream.connector.get_health_status()["books"]
+            books = stream.connector.health()["books"]
 
     requests = [r.symbol for r in venue.snapshot_requests]
     assert requests.count(b) == 1, "the other symbol was not disturbed"
@@ -237,12 +233,12 @@ async def test_malformed_and_control_frames_are_skipped_without_a_reconnect(
             dumps(combined(name, spot_trade(unique, 2, "2.00000000", "1.00000000", False, TS)))
         )
         await eventually(lambda: len(trades) == 2)
-        health: dict[str, Any] = stream.connector.get_health_status()
+        health: dict[str, Any] = stream.connector.health()
 
     assert len(venue.connections) == 1, "a malformed frame must not cause a reconnect"
     assert sum(health["malformed"].values()) == len(load_lines("malformed_frames.txt"))
     assert health["control"] == {"subscription_reply": 1, "error": 1}
-    assert stream.reconnector.total_reconnects == 0
+    assert stream.connector.counters().reconnects == 0
 
 
 async def test_partial_book_mode_publishes_snapshots(nats_url: str, nc: Client, unique: str) -> None:
@@ -289,17 +285,10 @@ async def test_health_says_resyncing_while_a_snapshot_is_awaited(
 
 
 def test_trades_from_two_sockets_are_kept_once_even_out_of_order() -> None:
-    connector = BinanceConnector(FeedSettings(data_source="binance_ws", symbols="BTCUSDT"))
-    connector.prepare()
+    dedupe = TradeDedupe()
 
-    for trade_id in (100, 102, 101, 102, 100, 103):  # the new socket ran ahead of the old one
-        connector.on_frame(
-            dumps(combined("btcusdt@trade", spot_trade("BTCUSDT", trade_id, "1.0", "1.0", False, TS))), TS
-        )
+    kept = [t for t in (100, 102, 101, 102, 100, 103) if dedupe.admit("BTCUSDT", t)]
 
-    ids = []
-    while (event := connector.pop_pending()) is not None:
-        if isinstance(event, Trade):
-            ids.append(event.trade_id)
-    assert ids == [100, 102, 101, 103]
-    assert connector.duplicates == 2
+    assert kept == [100, 102, 101, 103]  # one socket ran ahead: 101 is late, not a duplicate
+    assert dedupe.duplicates == 2
+    assert dedupe.gaps == {"BTCUSDT": 1}  # a jump past the newest id is counted at once

@@ -14,8 +14,8 @@ from nats.aio.msg import Msg
 from schemas import DepthUpdate, Status, TradeTick, subjects
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.service import feed_health
-from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
 from tests.fake_binance import FakeBinance, book_scenario, dumps, server_shutdown, spot_trade
 from tests.helpers import collect, eventually, running_stream
@@ -28,8 +28,7 @@ QUICK = ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0, reset_after_
 async def feed(
     venue: FakeBinance, nats_url: str, symbols: str, policy: ReconnectPolicy = QUICK, **overrides: Any
 ) -> AsyncIterator[HFTConnectorStream]:
-    settings = FeedSettings(
-        data_source="binance_ws",
+    settings = BinanceSettings(
         binance_market=venue.market,
         symbols=symbols,
         binance_ws_url=venue.ws_url,
@@ -37,7 +36,7 @@ async def feed(
         **overrides,
     )
     async with running_stream(
-        BinanceConnector(settings), nats_url, settings.symbols, policy, "binance"
+        BinanceConnector(settings, policy), nats_url, settings.symbols, policy, "binance"
     ) as stream:
         yield stream
 
@@ -73,7 +72,7 @@ async def test_a_dropped_connection_reconnects_and_resyncs_every_book(
         await eventually(lambda: _snapshots(depth) == 2)
         await eventually(lambda: _states(statuses)[-1:] == ["live"])
 
-    assert stream.reconnector.total_reconnects == 1
+    assert stream.connector.counters().reconnects == 1
     assert len(venue.snapshot_requests) == 2  # every book is rebuilt after a reconnect
     states = _states(statuses)
     assert states[states.index("reconnecting") :] == ["reconnecting", "resyncing", "live"]
@@ -94,7 +93,7 @@ async def test_a_connection_that_drops_at_once_backs_off_instead_of_storming(
     assert all(gap >= policy.delay(attempt) for attempt, gap in enumerate(gaps, start=1)), (
         gaps
     )  # 0.05, 0.1, 0.2, 0.4
-    assert stream.reconnector.attempts >= 4  # never reset: no connection lived 30 s
+    assert stream.connector.reconnection_attempts() >= 4  # never reset: no connection lived 30 s
 
 
 async def _rotation(nats_url: str, nc: Client, unique: str, trigger: str) -> None:
@@ -119,9 +118,9 @@ async def _rotation(nats_url: str, nc: Client, unique: str, trigger: str) -> Non
             await asyncio.sleep(0.005)
         await eventually(lambda: len(venue.open_connections) == 1)
         await eventually(lambda: len(trades) == 60)
-        health = stream.connector.get_health_status()
+        health = stream.connector.health()
 
-    assert health["rotations"] >= 1 and stream.reconnector.total_reconnects == 0
+    assert health["rotations"] >= 1 and stream.connector.counters().reconnects == 0
     assert len(venue.snapshot_requests) == 1, "a rotation must not resync a book"
     assert _snapshots(depth) == 1
     assert [TradeTick.model_validate_json(m.data).trade_id for m in trades] == list(range(1, 61))  # once each

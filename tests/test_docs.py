@@ -9,19 +9,37 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
+from services.cli.record_npz import RecordNpzSettings
 from services.common.telemetry import TelemetrySettings
+from services.connector_feed.binance.replay import ReplaySettings
+from services.connector_feed.binance.settings import BinanceSettings
+from services.connector_feed.hftbacktest.settings import HbtReplaySettings
 from services.connector_feed.settings import FeedSettings
+from services.connector_feed.stub import StubSettings
 from services.context.settings import ContextSettings
 from services.strategy_engine.settings import StrategySettings
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 SECURITY = (ROOT / "docs" / "security.md").read_text()
+HFTBACKTEST = (ROOT / "docs" / "hftbacktest.md").read_text()
+SECTIONS = [
+    FeedSettings,
+    BinanceSettings,
+    StubSettings,
+    ReplaySettings,
+    HbtReplaySettings,
+    RecordNpzSettings,
+    StrategySettings,
+    ContextSettings,
+    TelemetrySettings,
+]
 
 
-@pytest.mark.parametrize("settings", [FeedSettings, StrategySettings, ContextSettings, TelemetrySettings])
+@pytest.mark.parametrize("settings", SECTIONS)
 def test_every_setting_is_in_the_readme_table(settings: type[BaseSettings]) -> None:
-    missing = [name.upper() for name in settings.model_fields if f"`{name.upper()}`" not in README + SECURITY]
+    documented = README + SECURITY + HFTBACKTEST
+    missing = [name.upper() for name in settings.model_fields if f"`{name.upper()}`" not in documented]
 
     assert missing == []
 

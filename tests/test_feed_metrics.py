@@ -8,13 +8,14 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from services.common.bus import Bus
-from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.binance.parse import Snapshot
+from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.metrics import register_feed_metrics
-from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stream import HFTConnectorStream
 from tests.fake_binance import combined, dumps, spot_depth_diff
+from tests.helpers import native
 
 TS = 1_770_000_000_000
 
@@ -31,10 +32,10 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[tuple[float, dict[st
 
 
 async def test_binance_book_resyncs_gaps_and_errors_reach_the_metrics(nats_url: str) -> None:
-    connector = BinanceConnector(FeedSettings(data_source="binance_ws", symbols="BTCUSDT"))
-    connector.prepare()
+    connector = BinanceConnector(BinanceSettings(symbols="BTCUSDT"))
+    decoder = connector.decoder
     bus = await Bus.connect(nats_url, "test-metrics")
-    stream = HFTConnectorStream(connector, bus, ["BTCUSDT"], Reconnector(ReconnectPolicy()), 100, 0.001)
+    stream = HFTConnectorStream(connector, bus, 100)
     reader = InMemoryMetricReader()
     register_feed_metrics(MeterProvider(metric_readers=[reader]).get_meter("t"), stream)
 
@@ -43,10 +44,10 @@ async def test_binance_book_resyncs_gaps_and_errors_reach_the_metrics(nats_url: 
             combined("btcusdt@depth@100ms", spot_depth_diff("BTCUSDT", first, last, [["1.0", "1.0"]], [], TS))
         )
 
-    connector.on_frame(diff(100, 102), TS)
-    connector.apply_snapshot("BTCUSDT", Snapshot(100, [("1.0", "2.0")], [("2.0", "1.0")]))  # synced
-    connector.on_frame(diff(105, 106), TS)  # 103..104 missing: a gap
-    connector.on_frame("{not json", TS)
+    decoder.on_frame(diff(100, 102), TS)
+    decoder.on_snapshot("BTCUSDT", Snapshot(100, [("1.0", "2.0")], [("2.0", "1.0")]))  # synced
+    decoder.on_frame(diff(105, 106), TS)  # 103..104 missing: a gap
+    decoder.on_frame("{not json", TS)
     points = _points(reader)
     await bus.drain()
 
@@ -59,7 +60,7 @@ async def test_dropped_and_rejected_events_reach_the_metrics(nats_url: str) -> N
     from tests.fakes import ScriptedConnector
 
     bus = await Bus.connect(nats_url, "test-metrics-2")
-    stream = HFTConnectorStream(ScriptedConnector(), bus, ["X"], Reconnector(ReconnectPolicy()), 2, 0.001)
+    stream = HFTConnectorStream(native(ScriptedConnector(), ["X"], ReconnectPolicy()), bus, 2)
     reader = InMemoryMetricReader()
     register_feed_metrics(MeterProvider(metric_readers=[reader]).get_meter("t"), stream)
     trade = {
@@ -72,14 +73,12 @@ async def test_dropped_and_rejected_events_reach_the_metrics(nats_url: str) -> N
         "is_buyer_maker": False,
     }
 
-    for i in range(3):  # the queue holds 2: the oldest trade is dropped
-        stream.ingest({**trade, "id": i}, TS * 1_000_000)
-    stream.ingest({**trade, "id": 9, "price": "NaN"}, TS * 1_000_000)
+    await bus.nc.close()  # NATS will not take them: the one loss left, counted
+    await stream.deliver([{**trade, "id": i} for i in range(3)] + [{**trade, "id": 9, "price": "NaN"}])
     points = _points(reader)
-    await bus.drain()
 
     assert points["md.events.dropped"] == [
-        (1, {"type": "trade", "exchange": "stub", "symbol": "X", "reason": "queue_full"})
+        (3, {"type": "trade", "exchange": "stub", "symbol": "X", "reason": "publish_failed"})
     ]
     assert points["md.events.rejected"] == [
         (1, {"type": "trade", "exchange": "stub", "symbol": "X", "reason": "nan_price"})

@@ -30,12 +30,12 @@ from services.common.logging import LogSampler
 from services.common.reconnect import ReconnectPolicy
 from services.common.vwap import RollingVwap
 from services.connector_feed.binance.connector import BinanceConnector
+from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.events import Trade
 from services.connector_feed.metrics import FeedLagHistograms
 from services.connector_feed.normalize import EventRejected, Normalizer
 from services.connector_feed.publisher import Publisher
 from services.connector_feed.service import feed_health
-from services.connector_feed.settings import FeedSettings
 from services.context.state import SymbolContext
 from services.strategy_engine.runner import StrategyRunner
 from services.strategy_engine.settings import StrategySettings
@@ -135,13 +135,11 @@ async def test_a_venue_refusing_a_symbol_marks_it_down_and_the_others_carry_on(
     depth = await collect(nc, subjects.depth(good))
     async with FakeBinance("spot") as venue:
         venue.load_snapshot(snapshot)
-        settings = FeedSettings(
-            data_source="binance_ws",
-            symbols=f"{good},{refused}",
-            binance_ws_url=venue.ws_url,
-            binance_rest_url=venue.rest_url,
+        settings = BinanceSettings(
+            symbols=f"{good},{refused}", binance_ws_url=venue.ws_url, binance_rest_url=venue.rest_url
         )
-        async with running_stream(BinanceConnector(settings), nats_url, settings.symbols, QUICK) as stream:
+        connector = BinanceConnector(settings, QUICK)
+        async with running_stream(connector, nats_url, settings.symbols, QUICK) as stream:
             stream_name = f"{good.lower()}@depth@100ms"
             refused_stream = f"{refused.lower()}@depth@100ms"
             await venue.wait_for_subscribers([stream_name, refused_stream])
@@ -170,7 +168,7 @@ async def test_the_publisher_counts_what_it_cannot_send_and_logs_a_sample(nats_u
     publisher = Publisher(bus, trace.NoOpTracer(), FeedLagHistograms(metrics.NoOpMeter("t")))
     trade = Trade("stub", "BTCUSDT", 1, "1", "1", "buy", False, 1, 2)
 
-    await publisher.publish_batch([trade] * 500)
+    await publisher.publish_all([trade] * 500)
 
     assert publisher.publish_errors == 500
     assert publisher.published["trade"] == 0

@@ -33,6 +33,7 @@ from services.connector_feed.binance.parse import (
     MalformedFrame,
     PartialBook,
     Snapshot,
+    Unpublished,
 )
 from services.connector_feed.events import Depth, Trade
 from services.connector_feed.normalize import EventRejected, Normalizer
@@ -129,7 +130,7 @@ def test_the_binance_parser_returns_our_types_or_malformed_frame(market: Any, fr
             item = parser.parse(frame, RECV)
         except MalformedFrame:
             continue
-        assert isinstance(item, Trade | DepthDiff | PartialBook | Control)
+        assert isinstance(item, Trade | DepthDiff | PartialBook | Control | Unpublished)
         if isinstance(item, Trade):  # what the publisher is handed always encodes as the contract
             assert TradeTick.model_validate_json(item.wire()).to_json() == item.wire()
         elif isinstance(item, DepthDiff | PartialBook):

@@ -26,8 +26,7 @@ from services.connector_feed.hftbacktest.format import (
     TRADE_EVENT,
 )
 from services.connector_feed.hftbacktest.writer import NpzWriter
-from services.connector_feed.settings import FeedSettings
-from services.connector_feed.stub import StubbedConnector
+from services.connector_feed.stub import StubbedConnector, StubSettings
 from tests.helpers import collect, eventually, running_stream
 from tests.npz_helpers import T0, as_tuples, day_file, depth, eod_file, trade
 
@@ -76,7 +75,7 @@ async def test_the_stub_feed_records_into_hftbacktest_files(
     task = asyncio.create_task(run_record_npz(settings, stop))
     await asyncio.sleep(0.5)
     stub = StubbedConnector(
-        FeedSettings(symbols=unique, stub_trades_per_s=200, stub_depth_per_s=50, stub_seed=1)
+        StubSettings(symbols=unique, stub_trades_per_s=200, stub_depth_per_s=50, stub_seed=1)
     )
 
     async with running_stream(stub, nats_url, [unique], ReconnectPolicy()):

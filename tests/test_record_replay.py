@@ -16,9 +16,9 @@ from nats.aio.client import Client
 from schemas import DepthUpdate, TradeTick, subjects
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
-from services.connector_feed.binance.replay import ReplayConnector
+from services.connector_feed.binance.replay import ReplayConnector, ReplaySettings
+from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.recorder import Recorder
-from services.connector_feed.settings import FeedSettings
 from tests.fake_binance import FakeBinance, book_scenario, spot_trade
 from tests.helpers import collect, eventually, running_stream
 
@@ -32,7 +32,7 @@ async def test_a_replay_publishes_exactly_what_the_live_feed_published(
 ) -> None:
     snapshot, diffs, expected = book_scenario(unique, "spot", 120, seed=21, levels=100)
     assert expected is not None
-    settings = FeedSettings(data_source="binance_ws", symbols=unique, record_dir=tmp_path)
+    settings = BinanceSettings(symbols=unique, record_dir=tmp_path)
     live_trades = await collect(nc, subjects.trades(unique))
     live_depth = await collect(nc, subjects.depth(unique))
     async with FakeBinance("spot") as venue:
@@ -40,7 +40,7 @@ async def test_a_replay_publishes_exactly_what_the_live_feed_published(
         settings = settings.model_copy(
             update={"binance_ws_url": venue.ws_url, "binance_rest_url": venue.rest_url}
         )
-        async with running_stream(BinanceConnector(settings), nats_url, [unique], QUICK):
+        async with running_stream(BinanceConnector(settings, QUICK), nats_url, [unique], QUICK):
             streams = [f"{unique.lower()}@depth@100ms", f"{unique.lower()}@trade"]
             await venue.wait_for_subscribers(streams)
             for i, diff in enumerate(diffs):
@@ -58,9 +58,7 @@ async def test_a_replay_publishes_exactly_what_the_live_feed_published(
                 )
             )
     recordings = sorted((tmp_path / "binance").iterdir())
-    replay_settings = FeedSettings(
-        data_source="hft_connector", connector_name="replay", replay_path=tmp_path / "binance", replay_speed=0
-    )
+    replay_settings = ReplaySettings(replay_path=tmp_path / "binance", replay_speed=0)
     await nc.flush()
     live_trade_bytes, live_depth_bytes = [m.data for m in live_trades], [m.data for m in live_depth]
     live_trades.clear()
@@ -77,7 +75,7 @@ async def test_a_replay_publishes_exactly_what_the_live_feed_published(
         TradeTick.model_validate_json(live_trade_bytes[0]).price
         == TradeTick.model_validate_json(live_trades[0].data).price
     )
-    assert replay.get_health_status()["replay"]["errors"] == []
+    assert replay.health()["replay"]["errors"] == []
 
 
 async def test_a_corrupt_or_truncated_file_is_reported_and_the_replay_goes_on(
@@ -99,12 +97,10 @@ async def test_a_corrupt_or_truncated_file_is_reported_and_the_replay_goes_on(
     (folder / f"{unique}T_20260101.gz").write_bytes(truncated[: len(truncated) // 2])
     (folder / f"{unique}Z_20260101.gz").write_bytes(b"this is not gzip at all")
     trades = await collect(nc, subjects.trades(unique))
-    replay = ReplayConnector(
-        FeedSettings(data_source="hft_connector", connector_name="replay", replay_path=folder, replay_speed=0)
-    )
+    replay = ReplayConnector(ReplaySettings(replay_path=folder, replay_speed=0))
     async with running_stream(replay, nats_url, [unique], QUICK):
         await eventually(lambda: replay.finished and len(trades) == 50)
-        errors = replay.get_health_status()["replay"]["errors"]
+        errors = replay.health()["replay"]["errors"]
 
     assert [TradeTick.model_validate_json(m.data).trade_id for m in trades] == list(range(1, 51))
     assert sorted(Path(e["file"]).name for e in errors) == sorted(
@@ -172,9 +168,7 @@ async def test_replay_keeps_the_recorded_pace(nats_url: str, nc: Client, unique:
     ]
     (folder / f"{unique}_20260101.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     trades = await collect(nc, subjects.trades(unique))
-    replay = ReplayConnector(
-        FeedSettings(data_source="hft_connector", connector_name="replay", replay_path=folder, replay_speed=1)
-    )
+    replay = ReplayConnector(ReplaySettings(replay_path=folder, replay_speed=1))
     arrivals: list[float] = []
     async with running_stream(replay, nats_url, [unique], QUICK):
         while len(arrivals) < 3:

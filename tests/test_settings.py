@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from pydantic_settings import BaseSettings
 
 from services.common.settings import SettingsError, load_settings
+from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.settings import FeedSettings
+from services.connector_feed.stub import StubSettings
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +21,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
         "CONNECTOR_POLL_INTERVAL_MS",
         "RECONNECT_MAX_ATTEMPTS",
         "LOG_LEVEL",
+        "BINANCE_MARKET",
+        "BINANCE_DEPTH_LIMIT",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]  # no stray .env
@@ -29,7 +34,8 @@ def test_defaults() -> None:
     assert settings.data_source == "binance_ws"
     assert settings.symbols == ["BTCUSDT"]
     assert settings.nats_url == "nats://127.0.0.1:4222"
-    assert (settings.stub_trades_per_s, settings.stub_depth_per_s, settings.stub_seed) == (20, 5, None)
+    stub = load_settings(StubSettings)
+    assert (stub.stub_trades_per_s, stub.stub_depth_per_s, stub.stub_seed) == (20, 5, None)
     assert (settings.reconnect_initial_s, settings.reconnect_max_s, settings.reconnect_max_attempts) == (
         0.5,
         8,
@@ -60,7 +66,7 @@ def test_dotenv_file_is_read(tmp_path: object) -> None:
 
     settings = load_settings(FeedSettings)
 
-    assert (settings.data_source, settings.stub_seed) == ("hft_connector", 9)
+    assert (settings.data_source, load_settings(StubSettings).stub_seed) == ("hft_connector", 9)
 
 
 @pytest.mark.parametrize(
@@ -76,19 +82,23 @@ def test_dotenv_file_is_read(tmp_path: object) -> None:
         ("RECONNECT_MAX_ATTEMPTS", "-1"),
         ("LOG_LEVEL", "chatty"),
         ("STUB_SEED", "x"),
+        ("BINANCE_MARKET", "coinm"),
+        ("BINANCE_DEPTH_LIMIT", "7"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     monkeypatch.setenv(variable, value)
+    sections: dict[str, type[BaseSettings]] = {"STUB": StubSettings, "BINANCE": BinanceSettings}
+    section = sections.get(variable.split("_")[0], FeedSettings)
 
     with pytest.raises(SettingsError) as error:
-        load_settings(FeedSettings)
+        load_settings(section)
 
     assert f"{variable}:" in str(error.value)
 
 
 def test_binance_reconnect_defaults_jitter_and_never_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.connector_feed.service import reconnect_policy
+    from services.connector_feed.factory import reconnect_policy
 
     monkeypatch.setenv("DATA_SOURCE", "binance_ws")
     binance = reconnect_policy(load_settings(FeedSettings))
@@ -108,13 +118,20 @@ def test_usdm_refuses_a_spot_only_depth_limit(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("BINANCE_DEPTH_LIMIT", "5000")
 
     with pytest.raises(SettingsError, match="BINANCE_DEPTH_LIMIT=5000 is not a USD-M limit"):
-        load_settings(FeedSettings)
+        load_settings(BinanceSettings)
 
 
 def test_binance_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BINANCE_MARKET", "usdm")
     monkeypatch.setenv("BINANCE_DEPTH_LIMIT", "500")
 
-    settings = load_settings(FeedSettings)
+    settings = load_settings(BinanceSettings)
 
     assert (settings.binance_market, settings.binance_depth_limit) == ("usdm", 500)
+
+
+def test_symbols_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYMBOLS", "btcusdt, ethusdt_250627")
+
+    assert load_settings(FeedSettings).symbols == ["BTCUSDT", "ETHUSDT_250627"]
+    assert load_settings(BinanceSettings).symbols == ["BTCUSDT", "ETHUSDT_250627"]

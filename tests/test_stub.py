@@ -1,126 +1,125 @@
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-import pytest
+from schemas import DepthUpdate, TradeTick
+from services.connector_feed.connector import Delivered
+from services.connector_feed.events import Depth, Trade
+from services.connector_feed.stub import BATCH, StubbedConnector, StubSettings
 
-from services.connector_feed.normalize import Normalizer
-from services.connector_feed.settings import FeedSettings
-from services.connector_feed.stub import StubbedConnector
 
-
-def _settings(**overrides: Any) -> FeedSettings:
+def _settings(**overrides: Any) -> StubSettings:
     values: dict[str, Any] = {
-        "data_source": "hft_connector",
         "stub_seed": 7,
         "stub_trades_per_s": 0,
         "stub_depth_per_s": 0,
         "symbols": "BTCUSDT,ETHUSDT",
     }
     values.update(overrides)
-    return FeedSettings(**values)
+    return StubSettings(**values)
 
 
-async def _drain(stub: StubbedConnector, n: int) -> list[dict[str, Any]]:
-    events = []
-    for _ in range(n):
-        event = await stub.next_event()
-        assert event is not None
-        assert isinstance(event, dict)
-        events.append(event)
-    return events
+def _events(stub: StubbedConnector, n: int) -> list[Trade | Depth]:
+    """``n`` events as the stub hands them over, unthrottled (``elapsed`` far ahead)."""
+    events: list[Trade | Depth] = []
+    while len(events) < n:
+        batch = stub.due(1e9, 1_700_000_000_000_000_000)
+        assert 0 < len(batch) <= BATCH
+        events.extend(e for e in batch if isinstance(e, Trade | Depth))
+    return events[:n]
 
 
-async def test_lifecycle_connect_disconnect() -> None:
+class Sink:
+    """Collects what a connector delivers (the feed's side of the seam)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Delivered]] = []
+
+    async def deliver(self, batch: Sequence[Delivered]) -> None:
+        self.batches.append(list(batch))
+
+    def put(self, batch: Sequence[Delivered]) -> bool:
+        self.batches.append(list(batch))
+        return True
+
+    async def room(self) -> None:
+        return None
+
+
+def test_health_has_the_seed_shape() -> None:
     stub = StubbedConnector(_settings())
 
-    assert not await stub.is_connected()
-    await stub.connect()
-    assert await stub.is_connected()
-    assert stub.get_health_status() == {
-        "connected": True,
-        "subscribed_trades": False,
-        "subscribed_depth": False,
+    assert stub.health() == {
+        "connected": False,
+        "subscribed_trades": True,
+        "subscribed_depth": True,
         "event_counter": 0,
     }
-    await stub.disconnect()
-    assert not await stub.is_connected()
-    with pytest.raises(ConnectionError):
-        await stub.next_event()
+    assert stub.instruments() == ["BTCUSDT", "ETHUSDT"]
 
 
-async def test_nothing_is_generated_before_subscribing() -> None:
+def test_generated_events_are_valid_contracts() -> None:
     stub = StubbedConnector(_settings())
-    await stub.connect()
 
-    assert await stub.next_event() is None
+    events = _events(stub, 400)
 
-
-async def test_subscriptions_choose_kinds_and_symbols() -> None:
-    stub = StubbedConnector(_settings())
-    await stub.connect()
-    await stub.subscribe_trades("ETHUSDT")
-
-    events = await _drain(stub, 50)
-
-    assert {(e["type"], e["symbol"]) for e in events} == {("trade", "ETHUSDT")}
-    assert stub.get_health_status()["subscribed_trades"] is True
-    assert stub.get_health_status()["event_counter"] == 50
-    with pytest.raises(ValueError, match="does not serve"):
-        await stub.subscribe_depth("DOGEUSDT")
-
-
-async def test_generated_events_are_valid_and_well_formed() -> None:
-    stub = StubbedConnector(_settings())
-    await stub.connect()
-    for symbol in ("BTCUSDT", "ETHUSDT"):
-        await stub.subscribe_trades(symbol)
-        await stub.subscribe_depth(symbol)
-    normalizer = Normalizer(stub.exchange, ["BTCUSDT", "ETHUSDT"])
-
-    events = await _drain(stub, 400)
-
-    kinds = [e["type"] for e in events]
-    assert kinds.count("trade") == kinds.count("depth") == 200
-    for event in events:
-        normalized = normalizer.normalize(event, 1_700_000_000_000_000_000)  # raises if invalid
-        if event["type"] == "depth":
-            assert len(event["bids"]) == len(event["asks"]) == 10
-            contract = normalized.to_contract()
-            assert contract.is_snapshot  # type: ignore[union-attr]
-            assert max(p for p, _ in contract.bids) < min(p for p, _ in contract.asks)  # type: ignore[union-attr]
-    trade_ids = [e["id"] for e in events if e["type"] == "trade" and e["symbol"] == "BTCUSDT"]
-    assert trade_ids == list(range(1, 101))
-    prices = [Decimal(e["price"]) for e in events if e["type"] == "trade" and e["symbol"] == "BTCUSDT"]
+    trades = [e for e in events if isinstance(e, Trade)]
+    depth = [e for e in events if isinstance(e, Depth)]
+    assert len(trades) == len(depth) == 200
+    for event in depth:
+        contract = DepthUpdate.model_validate_json(event.wire())  # the bytes are a valid contract
+        assert contract.is_snapshot and len(contract.bids) == len(contract.asks) == 10
+        assert max(p for p, _ in contract.bids) < min(p for p, _ in contract.asks)
+    for trade in trades:
+        assert TradeTick.model_validate_json(trade.wire()).to_json() == trade.wire()
+    btc = [t for t in trades if t.symbol == "BTCUSDT"]
+    assert [t.trade_id for t in btc] == list(range(1, 101))
+    prices = [Decimal(t.price) for t in btc]
     assert all(abs(b - a) <= Decimal("0.01") for a, b in itertools.pairwise(prices))  # a random walk
 
 
-async def test_same_seed_same_stream_other_seed_other_stream() -> None:
-    async def values(seed: int) -> list[tuple[Any, ...]]:
+def test_same_seed_same_stream_other_seed_other_stream() -> None:
+    def values(seed: int) -> list[tuple[Any, ...]]:
         stub = StubbedConnector(_settings(stub_seed=seed))
-        await stub.connect()
-        await stub.subscribe_trades("BTCUSDT")
-        await stub.subscribe_depth("BTCUSDT")
         return [
-            tuple((k, str(v)) for k, v in sorted(e.items()) if k != "timestamp")
-            for e in await _drain(stub, 200)
+            (e.symbol, getattr(e, "price", None), getattr(e, "qty", None), getattr(e, "bids", None))
+            for e in _events(stub, 200)
         ]
 
-    assert await values(1) == await values(1)
-    assert await values(1) != await values(2)
+    assert values(1) == values(1)
+    assert values(1) != values(2)
 
 
-async def test_rates_are_respected() -> None:
-    stub = StubbedConnector(_settings(stub_trades_per_s=1000, stub_depth_per_s=0.001, symbols="BTCUSDT"))
-    await stub.connect()
-    await stub.subscribe_trades("BTCUSDT")
-    await stub.subscribe_depth("BTCUSDT")
+def test_rates_are_per_symbol_and_respected() -> None:
+    stub = StubbedConnector(_settings(stub_trades_per_s=100, stub_depth_per_s=10))
 
-    burst = []
-    while (event := await stub.next_event()) is not None:
-        burst.append(event)
+    assert stub.due(0.0, 1) == []  # nothing is due at the start
+    first_second = stub.due(1.0, 1)  # 100 trades and 10 depth per symbol by t = 1 s
+    while more := stub.due(1.0, 1):
+        first_second.extend(more)
 
-    # Right after connect only the first of each kind is due (a depth one, at most one trade).
-    assert len(burst) <= 3
+    trades = [e for e in first_second if isinstance(e, Trade)]
+    depth = [e for e in first_second if isinstance(e, Depth)]
+    assert len(trades) == 200 and len(depth) == 20
+    assert {t.symbol for t in trades} == {"BTCUSDT", "ETHUSDT"}
+
+
+async def test_a_throttled_stub_wakes_when_data_is_due_and_hands_over_batches() -> None:
+    stub = StubbedConnector(_settings(stub_trades_per_s=50, stub_depth_per_s=0.001, symbols="BTCUSDT"))
+    sink = Sink()
+
+    task = asyncio.create_task(stub.run(sink))
+    started = time.monotonic()
+    await asyncio.sleep(0.5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    elapsed = time.monotonic() - started
+
+    delivered = [e for batch in sink.batches for e in batch]
+    assert abs(len(delivered) - 50 * elapsed) <= 3  # ~50 trades a second, no more, no less
+    assert stub.health()["event_counter"] == len(delivered)

@@ -25,6 +25,21 @@ class SettingsError(Exception):
     """Start-up configuration is invalid; the message names every bad variable."""
 
 
+def parse_symbols(value: object) -> list[str]:
+    """SYMBOLS: comma-separated, any case (``btcusdt`` is ``BTCUSDT``); each one subject token."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError("must be a comma-separated list of symbols")
+    symbols = [str(s).strip().upper() for s in items if str(s).strip()]
+    if not symbols:
+        raise ValueError("at least one symbol is required")
+    for symbol in symbols:
+        check_token(symbol, "symbol")
+    if len(set(symbols)) != len(symbols):
+        raise ValueError("duplicate symbol")
+    return symbols
+
+
 class CommonSettings(BaseSettings):
     """What every service reads: where NATS is, which symbols, how to log."""
 
@@ -144,20 +159,7 @@ class CommonSettings(BaseSettings):
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [s.strip() for s in value.split(",") if s.strip()]
-        return value
-
-    @field_validator("symbols")
-    @classmethod
-    def _valid_symbols(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one symbol is required")
-        for symbol in value:
-            check_token(symbol, "symbol")
-        if len(set(value)) != len(value):
-            raise ValueError("duplicate symbol")
-        return value
+        return parse_symbols(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,28 +1,80 @@
-"""Choose the connector from settings: DATA_SOURCE, then CONNECTOR_NAME."""
+"""Choose the connector from settings: DATA_SOURCE, then CONNECTOR_NAME.
+
+Native connectors plug in as they are; a seed-style ``ConnectorWrapper`` is run by
+``PollingConnector`` (reconnect policy, CONNECTOR_POLL_INTERVAL_MS).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TypeVar
+
+from pydantic_settings import BaseSettings
+
 from services.common.lifecycle import FatalError
+from services.common.reconnect import Reconnector, ReconnectPolicy
 from services.common.settings import SettingsError, load_settings
-from services.connector_feed.connector import ConnectorWrapper, import_connector_class
+from services.connector_feed.connector import ConnectorWrapper, NativeConnector, import_connector_class
+from services.connector_feed.polling import PollingConnector
 from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stub import StubbedConnector
 
-BUILT_IN: dict[str, type[ConnectorWrapper]] = {"stub": StubbedConnector}
+BUILT_IN: dict[str, type[ConnectorWrapper | NativeConnector]] = {}
 
 
-def build_connector(settings: FeedSettings) -> tuple[ConnectorWrapper, str]:
-    """The connector instance and a short label for logs; ``FatalError`` with a clear message."""
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _section(cls: type[S]) -> S:
+    """A connector's own settings section, loaded from the environment (clear error otherwise)."""
+    try:
+        return load_settings(cls)
+    except SettingsError as error:
+        raise FatalError(str(error)) from None
+
+
+def reconnect_policy(settings: FeedSettings) -> ReconnectPolicy:
+    """The shared policy; for Binance, jitter on and unlimited attempts unless RECONNECT_* say otherwise
+    (a venue outage must not end the feed: it reports ``down`` and keeps trying)."""
+    policy = ReconnectPolicy.from_settings(settings)
+    if settings.data_source != "binance_ws":
+        return policy
+    chosen = settings.model_fields_set
+    return replace(
+        policy,
+        jitter=policy.jitter if "reconnect_jitter" in chosen else True,
+        max_attempts=policy.max_attempts if "reconnect_max_attempts" in chosen else 0,
+    )
+
+
+def build_connector(settings: FeedSettings) -> tuple[NativeConnector, str]:
+    """The connector, ready for the feed, and a short label for logs; ``FatalError`` with a clear message."""
+    connector, label = _build(settings)
+    if isinstance(connector, NativeConnector):
+        return connector, label
+    polling = PollingConnector(
+        connector,
+        settings.symbols,
+        Reconnector(reconnect_policy(settings)),
+        settings.connector_poll_interval_ms / 1000,
+        label,
+    )
+    return polling, label
+
+
+def _build(settings: FeedSettings) -> tuple[ConnectorWrapper | NativeConnector, str]:
     if settings.data_source == "binance_ws":
         from services.connector_feed.binance.connector import BinanceConnector
+        from services.connector_feed.binance.settings import BinanceSettings
 
-        return BinanceConnector(settings), f"binance_{settings.binance_market}"
+        binance = _section(BinanceSettings)
+        return BinanceConnector(binance, reconnect_policy(settings)), f"binance_{binance.binance_market}"
     name = settings.connector_name
     if name == "replay":
-        from services.connector_feed.binance.replay import ReplayConnector
+        from services.connector_feed.binance.replay import ReplayConnector, ReplaySettings
 
         try:
-            return ReplayConnector(settings), "replay"
+            return ReplayConnector(_section(ReplaySettings)), "replay"
         except ValueError as error:
             raise FatalError(str(error)) from None
     if name == "hftbacktest":
@@ -34,6 +86,10 @@ def build_connector(settings: FeedSettings) -> tuple[ConnectorWrapper, str]:
             return HftbacktestReplayConnector(load_settings(HbtReplaySettings)), "hftbacktest"
         except (SettingsError, HbtDataError) as error:
             raise FatalError(f"CONNECTOR_NAME=hftbacktest: {error}") from None
+    if name == "stub":
+        from services.connector_feed.stub import StubSettings
+
+        return StubbedConnector(_section(StubSettings)), "stub"
     cls = BUILT_IN.get(name)
     if cls is None:
         try:

@@ -60,7 +60,7 @@ def register_feed_metrics(meter: Meter, stream: HFTConnectorStream) -> None:
     def dropped() -> list[tuple[float, dict[str, Any]]]:
         return [
             (n, {"type": k, "exchange": e, "symbol": s, "reason": r})
-            for (k, e, s, r), n in list(stream.queue.dropped.by_key.items())
+            for (k, e, s, r), n in list(stream.dropped.by_key.items())
         ]
 
     def rejected() -> list[tuple[float, dict[str, Any]]]:
@@ -92,32 +92,32 @@ def register_feed_metrics(meter: Meter, stream: HFTConnectorStream) -> None:
         "{event}",
         "events waiting between connector and NATS",
     )
+
     observable_counter(
         meter,
         "md.connector.reconnects",
-        lambda: [(stream.reconnector.total_reconnects, {"exchange": exchange})],
+        lambda: [(stream.connector.counters().reconnects, {"exchange": exchange})],
         "{reconnect}",
-        "connector reconnect attempts",
+        "connector reconnects",
     )
     observable_counter(
         meter,
         "md.connector.errors",
-        lambda: (
-            [(stream.connection_errors, {"exchange": exchange, "kind": "connection"})]
-            + [(n, {"exchange": exchange, "kind": k}) for k, n in stream.connector.error_counts().items()]
-        ),
+        lambda: [
+            (n, {"exchange": exchange, "kind": k}) for k, n in stream.connector.counters().errors.items()
+        ],
         "{error}",
         "connector errors by kind: connection, malformed frames, rate limits, trade gaps ...",
     )
 
     def resyncs() -> list[tuple[float, dict[str, Any]]]:
         venue: list[tuple[float, dict[str, Any]]] = [
-            (v["resyncs"], {"exchange": exchange, "symbol": s, "source": "venue"})
-            for s, v in stream.connector.book_stats().items()
+            (n, {"exchange": exchange, "symbol": s, "source": "venue"})
+            for s, n in stream.connector.counters().resyncs.items()
         ]
         repairs: list[tuple[float, dict[str, Any]]] = [
-            (n, {"exchange": exchange, "symbol": s, "source": "feed_queue"})
-            for s, n in list(stream.queue.resyncs.items())
+            (n, {"exchange": exchange, "symbol": s, "source": "feed"})
+            for s, n in list(stream.dropped.resyncs.items())
         ]
         return venue + repairs
 
@@ -126,14 +126,14 @@ def register_feed_metrics(meter: Meter, stream: HFTConnectorStream) -> None:
         "md.book.resyncs",
         resyncs,
         "{resync}",
-        "books rebuilt: from a venue snapshot (source=venue) or by the feed after a drop (feed_queue)",
+        "books rebuilt: from a venue snapshot (source=venue) or by the feed after a lost message (feed)",
     )
     observable_counter(
         meter,
         "md.book.gaps",
         lambda: [
-            (v["gaps"], {"exchange": exchange, "symbol": s}) for s, v in stream.connector.book_stats().items()
+            (n, {"exchange": exchange, "symbol": s}) for s, n in stream.connector.counters().gaps.items()
         ],
         "{gap}",
-        "update-id gaps the connector detected (each resyncs that book)",
+        "update-id gaps the connector detected at the venue (each resyncs that book)",
     )

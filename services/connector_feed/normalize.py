@@ -99,7 +99,7 @@ class Normalizer:
         if kind is Trade or kind is Depth:  # in-house connectors: their parser applied the rules
             internal = cast(Event, event)
             if internal.symbol not in self.symbols:
-                raise self._unknown(internal.symbol)
+                raise self.unknown(internal.symbol)
             return internal
         if isinstance(event, dict):  # the seed's format
             what = event.get("type")
@@ -119,10 +119,10 @@ class Normalizer:
     def check_status(self, status: Status) -> Status:
         """A connector's state change: only for a symbol this feed publishes."""
         if status.symbol not in self.symbols:
-            raise self._unknown(status.symbol)
+            raise self.unknown(status.symbol)
         return status
 
-    def _unknown(self, symbol: object) -> RuleViolation:
+    def unknown(self, symbol: object) -> RuleViolation:
         return EventRejected(
             "unknown_symbol", f"symbol {rules.preview(symbol)} is not one this feed publishes"
         )
@@ -139,7 +139,7 @@ class Normalizer:
             )
         rules.symbol(symbol)
         if symbol not in self.symbols:
-            raise self._unknown(symbol)
+            raise self.unknown(symbol)
         if len(self._valid_keys) < 10_000:  # bounded: exchange ids are the connector's own
             self._valid_keys.add((exchange, symbol))
         return exchange, symbol

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 from opentelemetry import trace
 
@@ -26,6 +27,7 @@ log = get_logger("connector_feed")
 class Publisher:
     def __init__(self, bus: Bus, tracer: trace.Tracer, lags: FeedLagHistograms) -> None:
         self.bus = bus
+        self._publish = bus.nc.publish  # bound once: the hot path calls nats-py directly
         self._tracer = tracer
         self.lags = lags
         self.published = {"trade": 0, "depth": 0}
@@ -38,32 +40,35 @@ class Publisher:
         self._subjects: dict[tuple[str, str], str] = {}
         self._sent = 0
 
-    async def publish_batch(self, batch: list[Queued]) -> None:
-        """Publish queued events in order; a failure is counted and logged (a sample), never fatal."""
-        publish = self.bus.publish
-        for event in batch:
-            if type(event) is Status:
-                await self._publish_status(event)
-                continue
-            assert not isinstance(event, Status)
-            kind = "trade" if type(event) is Trade else "depth"
-            try:
-                subject = self._subject(kind, event.symbol)
-                payload = event.wire()
-                self._sent += 1
-                lag_sample = self._sent % LAG_SAMPLE_EVERY == 0
-                if event.trace is None and not lag_sample:
-                    await publish(subject, payload)  # the common case: no headers at all
-                else:
-                    await self._publish_with_headers(event, kind, subject, payload, lag_sample)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # per-message boundary: count, log a sample, keep going
-                self._failed(kind, error)
-                continue
-            self.published[kind] += 1
-            key = (kind, event.exchange, event.symbol)
-            self.published_by_key[key] = self.published_by_key.get(key, 0) + 1
+    async def publish(self, item: Queued) -> bool:
+        """Publish one queued item; False (counted, a log sample) if NATS would not take it."""
+        if type(item) is Status:
+            return await self._publish_status(item)
+        event = cast(Event, item)
+        kind = "trade" if type(event) is Trade else "depth"
+        try:
+            subject = self._subjects.get((kind, event.symbol)) or self._subject(kind, event.symbol)
+            payload = event.wire()
+            self._sent += 1
+            lag_sample = self._sent % LAG_SAMPLE_EVERY == 0
+            if event.trace is None and not lag_sample:
+                await self._publish(subject, payload)  # the common case: no headers at all
+            else:
+                await self._publish_with_headers(event, kind, subject, payload, lag_sample)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # per-message boundary: count, log a sample, keep going
+            self._failed(kind, error)
+            return False
+        self.published[kind] += 1
+        key = (kind, event.exchange, event.symbol)
+        self.published_by_key[key] = self.published_by_key.get(key, 0) + 1
+        return True
+
+    async def publish_all(self, items: list[Queued]) -> None:
+        """Publish items in order (failures counted)."""
+        for item in items:
+            await self.publish(item)
 
     def _failed(self, kind: str, error: Exception) -> None:
         self.publish_errors += 1
@@ -110,19 +115,20 @@ class Publisher:
         finally:
             span.end()
 
-    async def _publish_status(self, status: Status) -> None:
+    async def _publish_status(self, status: Status) -> bool:
         try:
             await self.bus.publish(subjects.status(status.symbol), status.to_json())
         except asyncio.CancelledError:
             raise
         except Exception as error:  # per-message boundary
             self._failed("status", error)
-            return
+            return False
         self.statuses[status.symbol] = status.state
         self.status_reasons[status.symbol] = status.reason
         log.info(
             "md_status", symbol=status.symbol, state=status.state, stream=status.stream, reason=status.reason
         )
+        return True
 
     def _subject(self, kind: str, symbol: str) -> str:
         key = (kind, symbol)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import Any
 
 from services.common.bus import Bus
 from services.common.health import Condition, HealthService, age_s, age_since_ns
 from services.common.lifecycle import FatalError, run_until_stopped, start_runtime
 from services.common.logging import get_logger
-from services.common.reconnect import Reconnector, ReconnectPolicy
 from services.common.telemetry import Telemetry
 from services.connector_feed.factory import build_connector
 from services.connector_feed.metrics import register_feed_metrics
@@ -30,12 +28,12 @@ def feed_health(
             gave_up=stream.gave_up,
             last_data_age_s=age_since_ns(stream.last_event_ns),
             stale_after_s=stale_after_s,
-            last_drop_age_s=age_s(stream.queue.dropped.last_drop_monotonic),
+            last_drop_age_s=age_s(stream.dropped.last_drop_monotonic),
             problems=tuple(stream.problems()) if stream.connected else (),
         )
 
     def details() -> dict[str, Any]:
-        dropped = stream.queue.dropped
+        dropped = stream.dropped
         return {
             "connector": stream.connector_section(),
             "published": dict(stream.published),
@@ -53,32 +51,11 @@ def feed_health(
     )
 
 
-def reconnect_policy(settings: FeedSettings) -> ReconnectPolicy:
-    """The shared policy; for Binance, jitter on and unlimited attempts unless RECONNECT_* say otherwise
-    (a venue outage must not end the feed: it reports ``down`` and keeps trying)."""
-    policy = ReconnectPolicy.from_settings(settings)
-    if settings.data_source != "binance_ws":
-        return policy
-    chosen = settings.model_fields_set
-    return replace(
-        policy,
-        jitter=policy.jitter if "reconnect_jitter" in chosen else True,
-        max_attempts=policy.max_attempts if "reconnect_max_attempts" in chosen else 0,
-    )
-
-
 async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
     connector, label = build_connector(settings)
     bus, telemetry = await start_runtime(SERVICE, settings)
     stream = HFTConnectorStream(
-        connector,
-        bus,
-        settings.symbols,
-        Reconnector(reconnect_policy(settings)),
-        settings.max_queue,
-        settings.connector_poll_interval_ms / 1000,
-        connector_label=label,
-        telemetry=telemetry,
+        connector, bus, settings.max_queue, connector_label=label, telemetry=telemetry
     )
     register_feed_metrics(telemetry.meter(), stream)
     health = feed_health(stream, bus, settings.health_stale_after_s, telemetry)
@@ -93,7 +70,7 @@ async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
         "service_stopped",
         published=stream.published,
         rejected=stream.rejected,
-        dropped={"trades": stream.queue.dropped.trades, "depth": stream.queue.dropped.depth},
+        dropped={"trades": stream.dropped.trades, "depth": stream.dropped.depth},
     )
     if failure is not None:
         raise FatalError(str(failure)) from failure

@@ -1,16 +1,25 @@
-"""``HFTConnectorStream``: connector events -> contracts -> NATS.
+"""``HFTConnectorStream``: the feed's pipeline, connector batches -> checked events -> NATS, in order.
 
-Two owned tasks joined by a bounded ``EventQueue``: the reader keeps the connector connected
-(shared reconnect policy), polls ``next_event``, normalises, keeps the feed's own book per symbol
-(so an overflow can be repaired with a snapshot) and queues; the publisher encodes and publishes.
+It is the ``FeedSink`` a connector delivers to. ``deliver`` takes everything parsed from one
+frame, accepts each item (a native connector's validated ``Trade`` / ``Depth``, a seed-format
+dict or contract from a polling connector, normalised here, or a ``Status``), counts it, keeps
+the book of symbols whose connector keeps none, and queues it; then, when no one else is
+publishing, it publishes the queue right away in the caller's task (no hand-off, no sleep). The
+queue is bounded by backpressure, not by loss: ``deliver`` returns only once the queue is below
+``max_queue``, so a connector reads its socket no faster than the feed publishes. A publish that
+fails (NATS unreachable past nats-py's buffer) is the one loss left: it is counted in health's
+``dropped`` and the metrics, and the next depth message of that symbol is a snapshot of the feed's
+book, announced by a ``Status``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 
@@ -19,73 +28,64 @@ from services.common import messaging
 from services.common.bus import Bus
 from services.common.logging import LogSampler, debug_enabled, get_logger
 from services.common.rates import RollingCounter, seed_metrics
-from services.common.reconnect import Reconnector
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 from services.connector_feed.books import FeedBooks
-from services.connector_feed.connector import ConnectorWrapper
+from services.connector_feed.connector import ConnectorGaveUp, Delivered, NativeConnector
 from services.connector_feed.events import Depth, Event, Trade
 from services.connector_feed.metrics import LAG_SAMPLE_EVERY, FeedLagHistograms
 from services.connector_feed.normalize import EventRejected, Normalizer
 from services.connector_feed.publisher import Publisher
-from services.connector_feed.queue import EventQueue
+from services.connector_feed.queue import Drops, Queued
 
 log = get_logger("connector_feed")
 
-#: The reader yields to the loop at least this often, so the publisher keeps up at full speed.
-_YIELD_EVERY = 16
-#: How often (in events) the reader asks the connector ``is_connected()`` while events flow.
-_CHECK_CONNECTED_EVERY = 256
-
-
-class ConnectorGaveUp(Exception):
-    """The connector could not be (re)connected within the reconnect policy's attempts."""
+#: A drain that keeps finding work yields to the loop this often (messages).
+DRAIN_YIELD_EVERY = 128
 
 
 class HFTConnectorStream:
     def __init__(
         self,
-        connector: ConnectorWrapper,
+        connector: NativeConnector,
         bus: Bus,
-        symbols: list[str],
-        reconnector: Reconnector,
         max_queue: int,
-        poll_interval_s: float,
         connector_label: str = "hft",
         telemetry: Telemetry | None = None,
     ) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
         self.connector = connector
         self.bus = bus
-        self.symbols = symbols
-        self.reconnector = reconnector
-        self.poll_interval_s = poll_interval_s
         self.label = connector_label
-        self.normalizer = Normalizer(connector.exchange, connector.published_symbols() or symbols)
-        self.books = FeedBooks()
-        self.queue = EventQueue(max_queue, self.books.snapshot)
-        self.connected = False
+        self.max_queue = max_queue
+        self._low_water = max_queue // 2
+        self.instruments = frozenset(connector.instruments())
+        self.normalizer = Normalizer(connector.exchange, sorted(self.instruments))
+        self.books = FeedBooks()  # for symbols whose connector keeps no book of its own
+        self.queue: deque[Queued] = deque()
+        self.dropped = Drops()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None
         self.gave_up = False
         self.last_event_ns: int | None = None  # receipt time (wall clock) of the newest event
         self.received = {"trade": 0, "depth": 0}
+        self.received_by_key: dict[tuple[str, str, str], int] = {}
         self.rejected: dict[str, int] = {}
+        self.rejected_by_key: dict[tuple[str, str, str, str], int] = {}
         #: The connector's own last state per symbol (from the Status events it reported).
         self.symbol_states: dict[str, tuple[str, str]] = {}
-        self._announced_reconnecting = False
         self._log_sampler = LogSampler()
         # Wall-clock counters fed with each event's receipt time: no extra clock read per event.
         self.trade_rate = RollingCounter(clock=time.time)
         self.depth_rate = RollingCounter(clock=time.time)
-        self.connection_errors = 0
-        # Metrics: plain integers per (type, exchange, symbol[, reason]), read by observable
-        # instruments; lag histograms get one sample in LAG_SAMPLE_EVERY events.
-        self.received_by_key: dict[tuple[str, str, str], int] = {}
-        self._status_symbols: set[str] = set()  # symbols the connector has reported on (published ids)
-        self.rejected_by_key: dict[tuple[str, str, str, str], int] = {}  # type, exchange, symbol, reason
         self.telemetry = telemetry or setup_telemetry(
             "connector_feed", TelemetrySettings(otel_sdk_disabled=True)
         )
         self._tracer = self.telemetry.tracer()
         self.lags = FeedLagHistograms(self.telemetry.meter())
-        self._ingested = 0
+        self._accepted = 0
         self._trace_countdown = self.telemetry.gap()  # 0: tracing off (counts below zero, never hits 0)
         self.publisher = Publisher(bus, self._tracer, self.lags)
 
@@ -102,158 +102,195 @@ class HFTConnectorStream:
     def statuses(self) -> dict[str, str]:
         return self.publisher.statuses
 
+    @property
+    def connected(self) -> bool:
+        return self.connector.is_connected()
+
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read and publish until cancelled; raises ``ConnectorGaveUp`` when out of attempts."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._publisher(), name="feed-publisher")
-            tasks.create_task(self._reader(), name="feed-reader")
+        """Let the connector deliver until cancelled (or until it gives up: ``ConnectorGaveUp``)."""
+        try:
+            await self.connector.run(self)
+        except ConnectorGaveUp:
+            self.gave_up = True
+            raise
+        finally:
+            if self._drainer is not None:
+                await asyncio.gather(self._drainer, return_exceptions=True)
 
     async def close(self) -> None:
-        """Disconnect the connector and publish what is still queued."""
-        await self._disconnect()
-        await self.publisher.publish_batch(self.queue.pop_all())
-
-    # ---- reader ----------------------------------------------------------------------------
-
-    async def _reader(self) -> None:
-        while True:
-            await self._connect_with_policy()
-            await self._read_until_disconnected()
-
-    async def _connect_with_policy(self) -> None:
-        while True:
-            try:
-                await self.connector.connect()
-                for symbol in self.symbols:
-                    await self.connector.subscribe_trades(symbol)
-                    await self.connector.subscribe_depth(symbol)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # connector supervisor boundary: classify as transient
-                self.connection_errors += 1
-                log.warning(
-                    "connector_connection_error",
-                    connector=self.label,
-                    error=repr(error),
-                    attempt=self.reconnector.attempts + 1,
-                )
-                await self._disconnect()
-                await self._backoff()
-                continue
-            self.connected = True
-            self.reconnector.connected()
-            if self._announced_reconnecting and not self.symbol_states:
-                # A connector that reports no states of its own: say the data flows again.
-                self._status_all("live", "reconnected")
-            self._announced_reconnecting = False
-            log.info(
-                "connector_connected",
-                connector=self.label,
-                symbols=self.symbols,
-                exchange=self.connector.exchange,
-            )
-            return
-
-    async def _backoff(self) -> None:
-        delay = self.reconnector.next_delay()
-        if delay is None:
-            self.gave_up = True
-            log.error("connector_gave_up", connector=self.label, attempts=self.reconnector.attempts)
-            self._status_all("down", f"gave up after {self.reconnector.attempts} reconnect attempts")
-            await self.publisher.publish_batch(self.queue.pop_all())
-            raise ConnectorGaveUp(
-                f"connector {self.label!r} did not reconnect after {self.reconnector.attempts} attempts"
-            )
-        log.info(
-            "connector_reconnecting",
-            connector=self.label,
-            attempt=self.reconnector.attempts,
-            delay_s=round(delay, 3),
-        )
-        await asyncio.sleep(delay)
-
-    async def _disconnect(self) -> None:
-        self.connected = False
+        """Stop the connector (fast, lossless) and publish everything it delivered."""
         try:
-            await self.connector.disconnect()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.warning("connector_disconnect_error", connector=self.label, error=repr(error))
+            await self.connector.close()
+        except Exception as error:  # shutdown boundary: what was received is still published
+            log.warning("connector_close_failed", connector=self.label, error=repr(error))
+        if self._drainer is not None:
+            self._drainer.cancel()
+            await asyncio.gather(self._drainer, return_exceptions=True)
+        self._draining = False
+        await self._drain()
 
-    async def _read_until_disconnected(self) -> None:
-        connector, poll = self.connector, self.poll_interval_s
-        since_yield = since_check = 0
-        while True:
-            try:
-                event = await connector.next_event()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self.connection_errors += 1
-                log.warning("connector_connection_error", connector=self.label, error=repr(error))
-                break
-            if event is None:
-                if not await connector.is_connected():
-                    break
-                since_yield = since_check = 0
-                await asyncio.sleep(poll)
-                continue
-            self.ingest(event, time.time_ns())
-            since_yield += 1
-            since_check += 1
-            if since_check >= _CHECK_CONNECTED_EVERY:
-                since_check = 0
-                if not await connector.is_connected():
-                    break
-            if since_yield >= _YIELD_EVERY:
-                since_yield = 0
-                await asyncio.sleep(0)
-        log.warning("connector_disconnected", connector=self.label)
-        self._status_all("reconnecting", "connection to the venue lost; reconnecting")
-        self._announced_reconnecting = True
-        await self._disconnect()
-        await self._backoff()
+    # ---- the sink --------------------------------------------------------------------------
 
-    def ingest(self, raw: object, ts_recv: int) -> Event | None:
-        """Normalise one connector event, keep the book, queue it. Bad events are counted, not fatal."""
-        if type(raw) is Status:  # a connector's state change: published as is
-            try:
-                self.normalizer.check_status(raw)
-            except EventRejected as error:
-                self._reject(raw, error)
-                return None
-            self._status_symbols.add(raw.symbol)
-            self.symbol_states[raw.symbol] = (raw.state, raw.reason)
-            self.queue.put(raw)
-            return None
+    async def deliver(self, batch: Sequence[Delivered]) -> None:
+        """One frame's events: accepted, then published now unless someone else is publishing."""
+        self._accept_all(batch)
+        if not self._draining:
+            await self._drain()
+        elif len(self.queue) >= self.max_queue:
+            await self.room()
+
+    def put(self, batch: Sequence[Delivered]) -> bool:
+        self._accept_all(batch)
+        if not self._draining and self.queue:
+            self._kick()
+        return len(self.queue) < self.max_queue
+
+    async def room(self) -> None:
+        while len(self.queue) >= self.max_queue:
+            self._room.clear()
+            await self._room.wait()
+
+    def _kick(self) -> None:
+        """Publish from a task of our own (for ``put`` callers, which cannot await)."""
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name="feed-drain")
+
+    async def _drain(self) -> None:
+        """Publish the queue, oldest first; an item leaves the queue only once it is published,
+        so a cancelled drain (shutdown) loses nothing: ``close`` publishes the rest."""
+        if self._draining:
+            return
+        self._draining = True
+        queue, publish, room = self.queue, self.publisher.publish, self._room
+        task = asyncio.current_task()
+        sent_since_yield = 0
+        try:
+            while queue:
+                item = queue[0]
+                sent = await publish(item)
+                queue.popleft()
+                if not sent and type(item) is not Status:
+                    self._lost(item)  # type: ignore[arg-type]
+                if task is not None and task.cancelling():
+                    # nats-py's publish can swallow a cancellation (its flush catches CancelledError):
+                    # honour it here (the message is in nats-py's buffer), or a stopping reader reads on.
+                    raise asyncio.CancelledError
+                if not room.is_set() and len(queue) <= self._low_water:
+                    room.set()
+                sent_since_yield += 1
+                if sent_since_yield >= DRAIN_YIELD_EVERY and queue:
+                    # Let the loop run (nats-py's flusher writes, health answers) in a long burst.
+                    sent_since_yield = 0
+                    await asyncio.sleep(0)
+        finally:
+            self._draining = False
+            room.set()
+
+    def _lost(self, event: Event) -> None:
+        """A message NATS would not take: counted; a symbol's lost depth is repaired by a snapshot
+        of the feed's book (which already holds every depth event accepted), replacing the
+        symbol's queued depth, and announced by a ``Status``."""
+        self.dropped.count(event, "publish_failed")
+        if type(event) is not Depth:
+            return
+        symbol = event.symbol
+        stale = [e for e in self.queue if type(e) is Depth and e.symbol == symbol]
+        if stale:
+            self.dropped.count(event, "superseded_by_snapshot", len(stale))
+            kept = [e for e in self.queue if not (type(e) is Depth and e.symbol == symbol)]
+            self.queue.clear()
+            self.queue.extend(kept)
+        snapshot = self.book_snapshot(symbol)
+        self.dropped.resyncs[symbol] = self.dropped.resyncs.get(symbol, 0) + 1
+        state, reason = ("live", "a depth message was lost: this snapshot replaces the book")
+        if snapshot is None:
+            state, reason = "resyncing", "a depth message was lost and the feed holds no book to repair it"
+        self.queue.append(
+            Status(
+                exchange=event.exchange,
+                symbol=symbol,
+                stream="depth",
+                state=state,
+                reason=reason,
+                ts=time.time_ns(),
+            )
+        )
+        if snapshot is not None:
+            self.queue.append(snapshot)
+
+    # ---- accepting -------------------------------------------------------------------------
+
+    def _accept_all(self, batch: Sequence[Delivered]) -> None:
+        for item in batch:
+            kind = type(item)
+            if kind is Trade or kind is Depth:
+                event = cast(Event, item)
+                if event.symbol in self.instruments:
+                    self._accept(event)
+                else:
+                    self._reject(event, self.normalizer.unknown(event.symbol))
+            elif kind is Status:
+                self._accept_status(cast(Status, item))
+            else:
+                self._accept_raw(item)
+
+    def _accept_raw(self, raw: object) -> None:
+        """A polling connector's event (seed dict or contract): normalised here, sampled for tracing."""
+        ts_recv = time.time_ns()
         countdown = self._trace_countdown - 1  # sampling decided before any tracer call
+        traced = False
         if countdown == 0:
             self._trace_countdown = self.telemetry.gap()
-            if self.telemetry.within_budget(ts_recv):
-                return self._ingest_traced(raw, ts_recv)
-            countdown = self._trace_countdown
-        self._trace_countdown = countdown
+            traced = self.telemetry.within_budget(ts_recv)
+        else:
+            self._trace_countdown = countdown
         try:
             event = self.normalizer.normalize(raw, ts_recv)
         except EventRejected as error:
+            if traced:
+                span = messaging.start_receive(self._tracer, self.label, ts_recv, connector=self.label)
+                messaging.fail(span, error)
+                span.end()
             self._reject(raw, error)
-            return None
-        self._accept(event, ts_recv)
-        return event
+            return
+        if traced:
+            self._trace(event, ts_recv)
+        self._accept(event, decided=True)
 
-    def _ingest_traced(self, raw: object, ts_recv: int) -> Event | None:
-        """A sampled event: its receive -> normalise span (from ts_recv to now) roots its trace."""
-        try:
-            event = self.normalizer.normalize(raw, ts_recv)
-        except EventRejected as error:
-            span = messaging.start_receive(self._tracer, self.label, ts_recv, connector=self.label)
-            messaging.fail(span, error)
-            span.end()
-            self._reject(raw, error)
-            return None
+    def _accept(self, event: Event, decided: bool = False) -> None:
+        ts_recv = event.ts_recv
+        if not decided:  # whether to trace it (a polling connector's events were decided on receipt)
+            countdown = self._trace_countdown - 1
+            if countdown == 0:
+                self._trace_countdown = self.telemetry.gap()
+                if self.telemetry.within_budget(ts_recv):
+                    self._trace(event, ts_recv)
+            else:
+                self._trace_countdown = countdown
+        self.last_event_ns = ts_recv
+        if type(event) is Trade:
+            kind = "trade"
+            self.received["trade"] += 1
+            self.trade_rate.add(1, ts_recv * 1e-9)
+        else:
+            kind = "depth"
+            self.received["depth"] += 1
+            self.depth_rate.add(1, ts_recv * 1e-9)
+            if self.connector.book(event.symbol) is None:
+                self.books.apply(event)  # type: ignore[arg-type]
+        key = (kind, event.exchange, event.symbol)
+        self.received_by_key[key] = self.received_by_key.get(key, 0) + 1
+        self._accepted += 1
+        if self._accepted % LAG_SAMPLE_EVERY == 0:
+            self.lags.exchange_to_receive(event, kind)
+        self.queue.append(event)
+        if debug_enabled():
+            self._log_event(event)
+
+    def _trace(self, event: Event, ts_recv: int) -> None:
+        """A sampled event: its receive span (from ts_recv to now) roots its trace."""
         template = subjects.TRADES_TEMPLATE if type(event) is Trade else subjects.DEPTH_TEMPLATE
         span = messaging.start_receive(
             self._tracer,
@@ -265,40 +302,25 @@ class HFTConnectorStream:
         )
         event.trace = trace.set_span_in_context(span)
         span.end()
-        self._accept(event, ts_recv)
-        return event
 
-    def _accept(self, event: Event, ts_recv: int) -> None:
-        self.last_event_ns = ts_recv
-        self._status_symbols.add(event.symbol)
-        if type(event) is Trade:
-            kind = "trade"
-            self.received["trade"] += 1
-            self.trade_rate.add(1, ts_recv * 1e-9)
-        else:
-            assert isinstance(event, Depth)
-            kind = "depth"
-            self.received["depth"] += 1
-            self.depth_rate.add(1, ts_recv * 1e-9)
-            self.books.apply(event)
-        key = (kind, event.exchange, event.symbol)
-        self.received_by_key[key] = self.received_by_key.get(key, 0) + 1
-        self._ingested += 1
-        if self._ingested % LAG_SAMPLE_EVERY == 0:
-            self.lags.exchange_to_receive(event, kind)
-        self.queue.put(event)
-        if debug_enabled():
-            self._log_event(event)
+    def _accept_status(self, status: Status) -> None:
+        try:
+            self.normalizer.check_status(status)
+        except EventRejected as error:
+            self._reject(status, error)
+            return
+        self.symbol_states[status.symbol] = (status.state, status.reason)
+        self.queue.append(status)  # state changes are never held back by the queue's bound
 
     def _reject(self, raw: object, error: EventRejected) -> None:
         """Count a refused event by reason (metric labels: only ids this feed publishes) and log a sample."""
         self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
-        kind = raw.get("type") if isinstance(raw, dict) else getattr(raw, "__class__", type(raw)).__name__
+        kind = raw.get("type") if isinstance(raw, dict) else type(raw).__name__
         symbol = raw.get("symbol") if isinstance(raw, dict) else getattr(raw, "symbol", None)
         key = (
             "depth" if kind in ("depth", "Depth", "DepthUpdate") else "trade",
             self.connector.exchange,
-            symbol if isinstance(symbol, str) and symbol in self.normalizer.symbols else "other",
+            symbol if isinstance(symbol, str) and symbol in self.instruments else "other",
             error.reason,
         )
         self.rejected_by_key[key] = self.rejected_by_key.get(key, 0) + 1
@@ -312,6 +334,29 @@ class HFTConnectorStream:
                 rejected=self.rejected[error.reason],
                 suppressed=suppressed,
             )
+
+    def book_snapshot(self, symbol: str) -> Depth | None:
+        """The feed's current book of ``symbol`` as a snapshot event (None while it has none)."""
+        source = self.connector.book(symbol)
+        if source is None:
+            return self.books.snapshot(symbol)
+        book = source.book
+        last = book.last_update_id
+        if not source.synced or last is None:
+            return None
+        now = time.time_ns()
+        return Depth(
+            self.connector.exchange,
+            symbol,
+            book.bids(),
+            book.asks(),
+            True,
+            None,
+            last,
+            None,
+            now,
+            now,
+        )
 
     def _log_event(self, event: Event) -> None:
         lag_ms = round((event.ts_recv - event.ts_event) / 1e6, 3)
@@ -339,29 +384,6 @@ class HFTConnectorStream:
                 is_snapshot=event.is_snapshot,
             )
 
-    # ---- publisher -------------------------------------------------------------------------
-
-    async def _publisher(self) -> None:
-        while True:
-            await self.queue.wait()
-            await self.publisher.publish_batch(self.queue.pop_all())
-            await asyncio.sleep(0)
-
-    def _status_all(self, state: str, reason: str) -> None:
-        """The connector as a whole changed state: one Status per symbol it has published."""
-        known = self._status_symbols or set(self.connector.published_symbols() or self.symbols)
-        for symbol in sorted(known):
-            self.queue.put(
-                Status(
-                    exchange=self.connector.exchange,
-                    symbol=symbol,
-                    stream="all",
-                    state=state,
-                    reason=reason,
-                    ts=time.time_ns(),
-                )
-            )
-
     # ---- health ----------------------------------------------------------------------------
 
     def problems(self) -> list[str]:
@@ -372,6 +394,11 @@ class HFTConnectorStream:
             if state != "live"
         ]
 
+    def queue_sizes(self) -> tuple[int, int]:
+        """(trades, depth) currently queued."""
+        trades = sum(1 for e in self.queue if type(e) is Trade)
+        return trades, sum(1 for e in self.queue if type(e) is Depth)
+
     def last_ts_iso(self) -> str | None:
         if self.last_event_ns is None:
             return None
@@ -380,17 +407,17 @@ class HFTConnectorStream:
     def connector_section(self) -> dict[str, Any]:
         """The seed's ``connector`` health section."""
         try:
-            connector_health = self.connector.get_health_status()
+            connector_health = self.connector.health()
         except Exception as error:  # a connector's health bug must not break ours
             connector_health = {"error": repr(error)}
         return {
             "connected": self.connected,
             "last_ts": self.last_ts_iso(),
             "queue_size": len(self.queue),
-            "reconnection_attempts": self.reconnector.attempts,
+            "reconnection_attempts": self.connector.reconnection_attempts(),
             "connector_health": connector_health,
         }
 
     def metrics(self) -> dict[str, Any]:
         """The seed's metrics shape: per kind, per_minute_count, per_second_rate, queue_size."""
-        return seed_metrics(self.trade_rate, self.depth_rate, self.queue.sizes())
+        return seed_metrics(self.trade_rate, self.depth_rate, self.queue_sizes())

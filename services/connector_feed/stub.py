@@ -1,22 +1,56 @@
-"""``StubbedConnector``: synthetic trades (a random walk) and top-10 depth snapshots.
+"""``StubbedConnector``: synthetic trades (a random walk) and top-10 depth snapshots, pushed.
 
-Deterministic for a given STUB_SEED (the values; timestamps are the wall clock). Rates are per
-symbol; 0 means as fast as ``next_event`` is called (benchmarks).
+A native connector: it wakes when the next event is due (STUB_TRADES_PER_S / STUB_DEPTH_PER_S per
+symbol; 0 = as fast as the feed publishes) and hands over every due event in one batch. The values
+are deterministic for a given STUB_SEED (timestamps are the wall clock), whatever the timing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from services.connector_feed.connector import ConnectorWrapper
-from services.connector_feed.settings import FeedSettings
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.common.logging import get_logger
+from services.common.settings import parse_symbols
+from services.connector_feed.connector import ConnectorCounters, Delivered, FeedSink, NativeConnector
+from services.connector_feed.events import Depth, Trade
 
 TICK_CENTS = 1  # prices move in cents
 DEPTH_LEVELS = 10
 #: Random-walk steps in ticks, indexed by two random bits: down, flat, up, flat.
 _STEPS = (-TICK_CENTS, 0, TICK_CENTS, 0)
+#: Events handed over in one batch at most (unthrottled: the batch size of every step).
+BATCH = 64
+EXCHANGE = "stub"
+log = get_logger("connector_feed")
+
+
+class StubSettings(BaseSettings):
+    """The stub connector's own settings section."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT"])
+    stub_trades_per_s: float = Field(
+        default=20.0, ge=0, description="stub trade rate per symbol; 0 = unthrottled"
+    )
+    stub_depth_per_s: float = Field(
+        default=5.0, ge=0, description="stub depth rate per symbol; 0 = unthrottled"
+    )
+    stub_seed: int | None = Field(default=None, description="same seed, same stream; unset = random")
+    stub_start_price: str = Field(
+        default="50000.00", pattern=r"^[0-9]+\.[0-9]{2}$", description="first stub price"
+    )
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        return parse_symbols(value)
 
 
 class _Lane:
@@ -31,140 +65,119 @@ class _Lane:
         self.cents = start_cents
         self.trade_id = 0
         self.update_id = 0
-        self.trades_sent = 0
-        self.depth_sent = 0
+
+    def trade(self, now_ns: int) -> Trade:
+        bits = self.trade_rng.getrandbits(32)  # one draw: step, side and size
+        self.cents = max(TICK_CENTS, self.cents + _STEPS[bits & 3])
+        self.trade_id += 1
+        buyer_is_maker = bool(bits & 4)
+        return Trade(
+            EXCHANGE,
+            self.symbol,
+            self.trade_id,
+            _cents_to_str(self.cents),
+            f"0.{(bits >> 3) % 99_999 + 1:05d}",
+            "sell" if buyer_is_maker else "buy",
+            buyer_is_maker,
+            now_ns,
+            now_ns,
+        )
+
+    def depth(self, now_ns: int) -> Depth:
+        rng = self.depth_rng
+        self.update_id += 1
+        bid = self.cents - TICK_CENTS
+        ask = self.cents + TICK_CENTS
+        bids = [
+            (_cents_to_str(bid - i * TICK_CENTS), f"{rng.randrange(1, 500) / 100:.2f}")
+            for i in range(DEPTH_LEVELS)
+            if bid - i * TICK_CENTS > 0
+        ]
+        asks = [
+            (_cents_to_str(ask + i * TICK_CENTS), f"{rng.randrange(1, 500) / 100:.2f}")
+            for i in range(DEPTH_LEVELS)
+        ]
+        return Depth(EXCHANGE, self.symbol, bids, asks, True, None, self.update_id, None, now_ns, now_ns)
 
 
-class StubbedConnector(ConnectorWrapper):
-    exchange = "stub"
+class StubbedConnector(NativeConnector):
+    exchange = EXCHANGE
 
-    def __init__(self, settings: FeedSettings) -> None:
+    def __init__(self, settings: StubSettings) -> None:
         self._trade_rate = settings.stub_trades_per_s
         self._depth_rate = settings.stub_depth_per_s
         start = int(settings.stub_start_price.replace(".", ""))
-        self._lanes = {s: _Lane(s, start, settings.stub_seed) for s in settings.symbols}
+        self._lanes = [_Lane(s, start, settings.stub_seed) for s in settings.symbols]
         self._connected = False
-        self._trades: list[_Lane] = []
-        self._depth: list[_Lane] = []
-        self._started = 0.0
-        self._turn = 0
+        self.trades_sent = 0
+        self.depth_sent = 0
         self.event_counter = 0
 
-    async def connect(self) -> None:
-        self._connected = True
-        self._started = time.monotonic()
+    def instruments(self) -> list[str]:
+        return [lane.symbol for lane in self._lanes]
 
-    async def disconnect(self) -> None:
-        self._connected = False
-
-    async def subscribe_trades(self, symbol: str) -> None:
-        lane = self._lane(symbol)
-        if lane not in self._trades:
-            self._trades.append(lane)
-
-    async def subscribe_depth(self, symbol: str) -> None:
-        lane = self._lane(symbol)
-        if lane not in self._depth:
-            self._depth.append(lane)
-
-    async def is_connected(self) -> bool:
+    def is_connected(self) -> bool:
         return self._connected
 
-    def get_health_status(self) -> dict[str, Any]:
+    async def close(self) -> None:
+        self._connected = False
+
+    def health(self) -> dict[str, Any]:
         return {
             "connected": self._connected,
-            "subscribed_trades": bool(self._trades),
-            "subscribed_depth": bool(self._depth),
+            "subscribed_trades": bool(self._lanes),
+            "subscribed_depth": bool(self._lanes),
             "event_counter": self.event_counter,
         }
 
-    async def next_event(self) -> dict[str, Any] | None:
-        if not self._connected:
-            raise ConnectionError("stub connector is not connected")
-        elapsed = time.monotonic() - self._started
-        self._turn += 1
-        # Alternate which kind gets the first chance, so neither starves the other at full speed.
-        kinds = (
-            (self._next_trade, self._next_depth) if self._turn % 2 else (self._next_depth, self._next_trade)
-        )
-        for make in kinds:
-            event = make(elapsed)
-            if event is not None:
-                self.event_counter += 1
-                return event
-        return None
+    def counters(self) -> ConnectorCounters:
+        return ConnectorCounters(errors={"connection": 0})  # a generator has no connection to lose
 
-    def _lane(self, symbol: str) -> _Lane:
-        try:
-            return self._lanes[symbol]
-        except KeyError:
-            raise ValueError(
-                f"stub connector does not serve {symbol!r} (SYMBOLS={list(self._lanes)})"
-            ) from None
+    async def run(self, sink: FeedSink) -> None:
+        self._connected = True
+        log.info("connector_connected", connector="stub", symbols=self.instruments(), exchange=EXCHANGE)
+        started = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - started
+            batch = self.due(elapsed, time.time_ns())
+            if batch:
+                await sink.deliver(batch)
+            else:
+                await asyncio.sleep(max(self._next_due(elapsed) - elapsed, 0.0))
 
-    @staticmethod
-    def _due(sent: int, rate: float, elapsed: float) -> bool:
-        return rate == 0 or sent < elapsed * rate
+    def due(self, elapsed: float, now_ns: int) -> list[Delivered]:
+        """Every event due by ``elapsed`` seconds (at most BATCH), each kind in turn per symbol."""
+        lanes = len(self._lanes)
+        trades_due = _count_due(self._trade_rate, elapsed, lanes) - self.trades_sent
+        depth_due = _count_due(self._depth_rate, elapsed, lanes) - self.depth_sent
+        batch: list[Delivered] = []
+        while (trades_due > 0 or depth_due > 0) and len(batch) < BATCH:
+            if trades_due > 0:
+                batch.append(self._lanes[self.trades_sent % lanes].trade(now_ns))
+                self.trades_sent += 1
+                trades_due -= 1
+            if depth_due > 0:
+                batch.append(self._lanes[self.depth_sent % lanes].depth(now_ns))
+                self.depth_sent += 1
+                depth_due -= 1
+        self.event_counter += len(batch)
+        return batch
 
-    @staticmethod
-    def _round_robin(lanes: list[_Lane], start: int) -> list[_Lane]:
-        """Every symbol gets its turn first in rotation, so none starves at full speed."""
-        if len(lanes) < 2:
-            return lanes
-        k = start % len(lanes)
-        return lanes[k:] + lanes[:k]
+    def _next_due(self, elapsed: float) -> float:
+        lanes = len(self._lanes)
+        times = [
+            (sent // lanes + 1) / rate
+            for sent, rate in ((self.trades_sent, self._trade_rate), (self.depth_sent, self._depth_rate))
+            if rate > 0
+        ]
+        return min(times, default=elapsed + 3600.0)
 
-    def _next_trade(self, elapsed: float) -> dict[str, Any] | None:
-        for lane in self._round_robin(self._trades, self._turn // 2):
-            if self._due(lane.trades_sent, self._trade_rate, elapsed):
-                lane.trades_sent += 1
-                return self._make_trade(lane)
-        return None
 
-    def _next_depth(self, elapsed: float) -> dict[str, Any] | None:
-        for lane in self._round_robin(self._depth, self._turn // 2):
-            if self._due(lane.depth_sent, self._depth_rate, elapsed):
-                lane.depth_sent += 1
-                return self._make_depth(lane)
-        return None
-
-    def _make_trade(self, lane: _Lane) -> dict[str, Any]:
-        bits = lane.trade_rng.getrandbits(32)  # one draw: step, side and size
-        lane.cents = max(TICK_CENTS, lane.cents + _STEPS[bits & 3])
-        lane.trade_id += 1
-        buyer_is_maker = bool(bits & 4)
-        return {
-            "type": "trade",
-            "symbol": lane.symbol,
-            "timestamp": time.time_ns(),
-            "price": _cents_to_str(lane.cents),
-            "qty": f"0.{(bits >> 3) % 99_999 + 1:05d}",
-            "side": "sell" if buyer_is_maker else "buy",
-            "is_buyer_maker": buyer_is_maker,
-            "id": lane.trade_id,
-        }
-
-    def _make_depth(self, lane: _Lane) -> dict[str, Any]:
-        rng = lane.depth_rng
-        lane.update_id += 1
-        bid = lane.cents - TICK_CENTS
-        ask = lane.cents + TICK_CENTS
-        return {
-            "type": "depth",
-            "symbol": lane.symbol,
-            "timestamp": time.time_ns(),
-            "bids": [
-                (_cents_to_str(bid - i * TICK_CENTS), f"{rng.randrange(1, 500) / 100:.2f}")
-                for i in range(DEPTH_LEVELS)
-                if bid - i * TICK_CENTS > 0
-            ],
-            "asks": [
-                (_cents_to_str(ask + i * TICK_CENTS), f"{rng.randrange(1, 500) / 100:.2f}")
-                for i in range(DEPTH_LEVELS)
-            ],
-            "last_update_id": lane.update_id,
-            "is_snapshot": True,
-        }
+def _count_due(rate: float, elapsed: float, lanes: int) -> int:
+    """Events of one kind due by ``elapsed`` over all symbols (0 rate: unthrottled)."""
+    if rate == 0:
+        return 1 << 62
+    return int(elapsed * rate) * lanes
 
 
 def _cents_to_str(cents: int) -> str:

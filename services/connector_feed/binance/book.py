@@ -48,6 +48,10 @@ class LocalBook:
     _base: Snapshot | None = None  # a snapshot waiting for its first straddling diff
 
     @property
+    def synced(self) -> bool:
+        return self.state == "synced"
+
+    @property
     def last_update_id(self) -> int | None:
         return self.book.last_update_id
 

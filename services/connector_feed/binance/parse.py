@@ -30,6 +30,8 @@ _MAX_DECIMAL = rules.DECIMAL_MAX_LENGTH
 MS = 1_000_000
 #: The largest venue time in ms that is still an int64 of ns.
 MAX_MS = rules.TIMESTAMP_MAX // MS
+#: USD-M @trade print types other than MARKET (a bounded label set; anything else is "other").
+_PRINT_TYPES = frozenset({"INSURANCE_FUND", "ADL", "NA"})
 #: Venue symbols a parser without a configured list remembers (a hostile stream cannot grow it).
 _MAX_KNOWN_SYMBOLS = 10_000
 
@@ -89,12 +91,22 @@ class PartialBook:
 
 
 @dataclass(slots=True)
+class Unpublished:
+    """A valid frame that is not published: a USD-M ``@trade`` print that is no market trade (``X``:
+    INSURANCE_FUND, ADL, NA ...), or a trade of the stream that is only recorded (USD-M ``@trade``
+    beside the published ``@aggTrade``). ``kind`` is a bounded label."""
+
+    symbol: str
+    kind: str
+
+
+@dataclass(slots=True)
 class Control:
     kind: Literal["subscription_reply", "error", "server_shutdown"]
     detail: dict[str, Any]
 
 
-Parsed = Trade | DepthDiff | PartialBook | Control
+Parsed = Trade | DepthDiff | PartialBook | Control | Unpublished
 
 
 def instrument_id(venue_symbol: str, market: Market) -> str:
@@ -116,6 +128,8 @@ class BinanceParser:
         # Which trade event this connection carries is known up front: check it first.
         self._trade_event = trade_stream or ("trade" if market == "spot" else "aggTrade")
         self._trade_id_key = "t" if self._trade_event == "trade" else "a"
+        # USD-M @trade also carries insurance-fund and ADL prints: only X == MARKET is a trade.
+        self._filter_prints = market == "usdm" and self._trade_event == "trade"
         self.exchange = EXCHANGE[market]
         self._closed = venue_symbols is not None
         self._ids: dict[str, str] = {s: instrument_id(s, market) for s in venue_symbols or ()}
@@ -162,6 +176,8 @@ class BinanceParser:
                 raise MalformedFrame("bad_envelope", f"stream {rules.preview(stream)} without a data object")
             if data.get("e") == self._trade_event:  # the hot path, first
                 try:
+                    if self._filter_prints and data.get("X") != "MARKET":
+                        return self._other_print(data)
                     return self._trade(data, data[self._trade_id_key], ts_recv)
                 except KeyError as missing:
                     raise MalformedFrame("missing_field", f"trade without {missing.args[0]!r}") from None
@@ -175,10 +191,12 @@ class BinanceParser:
     def _payload(self, data: dict[str, Any], stream: object, ts_recv: int) -> Parsed:
         kind = data.get("e")
         try:
-            if kind == "trade":
-                return self._trade(data, data["t"], ts_recv)
-            if kind == "aggTrade":
-                return self._trade(data, data["a"], ts_recv)
+            if kind == "trade" or kind == "aggTrade":
+                if kind != self._trade_event:  # recorded beside the published stream, not published
+                    return Unpublished(self._symbol(data.get("s")), f"{kind}_stream")
+                if self.market == "usdm" and kind == "trade" and data.get("X") != "MARKET":
+                    return self._other_print(data)
+                return self._trade(data, data["t" if kind == "trade" else "a"], ts_recv)
             if kind == "depthUpdate":
                 # Futures partial books are depthUpdate objects too: `<s>@depth5@100ms` vs `<s>@depth@100ms`.
                 if _is_partial_stream(stream):
@@ -193,6 +211,11 @@ class BinanceParser:
         raise MalformedFrame(
             "unknown_event", f"event {rules.preview(kind)} on stream {rules.preview(stream)}"
         )
+
+    def _other_print(self, data: dict[str, Any]) -> Unpublished:
+        kind = data.get("X")
+        label = kind if kind in _PRINT_TYPES else "missing" if kind is None else "other"
+        return Unpublished(self._symbol(data.get("s")), label)
 
     def _trade(self, data: dict[str, Any], trade_id: object, ts_recv: int) -> Trade:
         price, qty, maker, ts, venue_symbol = data["p"], data["q"], data["m"], data["T"], data["s"]

@@ -1,12 +1,12 @@
-"""``ReplayConnector`` (CONNECTOR_NAME=replay): recorded Binance frames through the live code.
+"""``ReplayConnector`` (CONNECTOR_NAME=replay): recorded Binance frames through the live decoder.
 
 Reads ``<exchange>/<SYMBOL>_<YYYYMMDD>.gz`` recordings (``REPLAY_PATH``: one file or a folder of
-them; lines ``<recv_ts_ns> <raw text>``), merges them in receipt-time order, and feeds every line
-to the same ``BinanceConnector`` parsing and order-book code the live feed runs - websocket frames
-to ``on_frame`` with their original receipt time (kept as ``ts_recv``), REST snapshot lines to
-``apply_snapshot`` - so it publishes exactly what the live connector published. ``REPLAY_SPEED``
-multiplies the recorded pace (0 = as fast as possible). A truncated or corrupt file is reported
-with its position and the replay carries on with the other files.
+them; lines ``<recv_ts_ns> <raw text>``), merges them in receipt-time order and hands every line
+to the same ``BinanceDecoder`` the live connector uses - websocket frames with their original
+receipt time (kept as ``ts_recv``), REST snapshot lines as snapshots - so it publishes exactly
+what the live connector published. Events go to the feed in batches (all the lines read in one
+step). ``REPLAY_SPEED`` multiplies the recorded pace (0 = as fast as possible). A truncated or
+corrupt file is reported with its position and the replay carries on with the other files.
 """
 
 from __future__ import annotations
@@ -21,159 +21,168 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from schemas import Status
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from services.common.logging import get_logger
-from services.connector_feed.binance.connector import BinanceConnector
-from services.connector_feed.binance.parse import EXCHANGE, MalformedFrame, Market, parse_rest_snapshot
-from services.connector_feed.connector import ConnectorWrapper
-from services.connector_feed.events import Event
+from services.connector_feed.binance.book import LocalBook
+from services.connector_feed.binance.decoder import BinanceDecoder
+from services.connector_feed.binance.parse import (
+    EXCHANGE,
+    MalformedFrame,
+    Market,
+    instrument_id,
+    parse_rest_snapshot,
+)
+from services.connector_feed.binance.status import SymbolStates
+from services.connector_feed.connector import ConnectorCounters, Delivered, FeedSink, NativeConnector
 from services.connector_feed.recorder import CONNECTION_FILE
-from services.connector_feed.settings import FeedSettings
 
 log = get_logger("replay")
 
 MARKET_OF = {exchange: market for market, exchange in EXCHANGE.items()}
-#: Lines handled per ``next_event`` call at most before handing control back.
-LINES_PER_CALL = 1000
+#: Lines decoded per step at most before their events are delivered together.
+LINES_PER_STEP = 256
 PROGRESS_EVERY_S = 5.0
+_SNAPSHOT_PREFIX = b'{"lastUpdateId"'
 
-Line = tuple[int, int, int, str, str]  # recv_ns, file index, line number, venue symbol, text
+Line = tuple[int, int, int, str, bytes]  # recv_ns, file index, line number, venue symbol, text
+
+
+class ReplaySettings(BaseSettings):
+    """The replay's own settings section."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    replay_path: Path | None = Field(
+        default=None, description="CONNECTOR_NAME=replay: a recording, or a folder"
+    )
+    replay_speed: float = Field(
+        default=1.0, ge=0, description="replay pace: 1 = as recorded, 10 = 10x, 0 = flat out"
+    )
 
 
 def recordings(path: Path) -> list[Path]:
+    if not path.exists():
+        raise ValueError(f"REPLAY_PATH={path}: no such file or folder")
     files = sorted(path.rglob("*.gz")) if path.is_dir() else [path]
     if not files:
         raise ValueError(f"REPLAY_PATH={path}: no .gz recordings there")
     return files
 
 
-class ReplayConnector(ConnectorWrapper):
+class ReplayConnector(NativeConnector):
     exchange = "binance"
 
-    def __init__(self, settings: FeedSettings) -> None:
+    def __init__(self, settings: ReplaySettings) -> None:
         if settings.replay_path is None:
             raise ValueError("CONNECTOR_NAME=replay needs REPLAY_PATH (a recording or a folder of them)")
-        self.settings = settings
         self.files = recordings(settings.replay_path)
         self.speed = settings.replay_speed
         markets = {MARKET_OF.get(f.parent.name) for f in self.files}
         if None in markets or len(markets) != 1:
+            found = [str(f) for f in self.files[:3]]
             raise ValueError(
-                f"recordings must sit in one exchange folder ({sorted(MARKET_OF)}): {self.files[:3]}"
+                f"REPLAY_PATH={settings.replay_path}: recordings must sit in one exchange folder "
+                f"({'/'.join(sorted(MARKET_OF))}/<SYMBOL>_<YYYYMMDD>.gz), found {found}"
             )
         self.market: Market = markets.pop()  # type: ignore[assignment]
         self.exchange = EXCHANGE[self.market]
-        symbols = sorted({f.name.rsplit("_", 1)[0] for f in self.files} - {CONNECTION_FILE})
-        self.inner = BinanceConnector(
-            settings.model_copy(
-                update={"binance_market": self.market, "symbols": symbols, "record_dir": None}
-            )
-        )
-        self._lines: Iterator[Line] = iter(())
-        self._next: Line | None = None  # the line read ahead to pace the replay
-        self._connected = False
+        venue_symbols = sorted({f.name.rsplit("_", 1)[0] for f in self.files} - {CONNECTION_FILE})
+        symbols = [instrument_id(v, self.market) for v in venue_symbols]
+        never = {"trades": 1e9, "depth": 1e9}  # no staleness in a recording (states.check is never run)
+        self.states = SymbolStates(self.exchange, symbols, ["trades", "depth"], never)
+        self.states.resyncing.update(symbols)
+        trade_stream = "trade" if self.market == "spot" else "aggTrade"
+        self.decoder = BinanceDecoder(self.market, venue_symbols, trade_stream, "diff", self.states)
+        self._running = False
         self.finished = False
         self.lines = 0
         self.errors: list[dict[str, Any]] = []
         self.position_ns: int | None = None
-        self._first_ns: int | None = None
         self._started = 0.0
         self._last_progress = 0.0
 
-    async def connect(self) -> None:
-        self.inner.prepare()
+    def instruments(self) -> list[str]:
+        return list(self.decoder.symbols)
+
+    def is_connected(self) -> bool:
+        return self._running
+
+    def book(self, symbol: str) -> LocalBook | None:
+        return self.decoder.books.get(symbol)
+
+    async def close(self) -> None:
+        """Nothing to close: files are read a step at a time."""
+        self._running = False
+
+    async def run(self, sink: FeedSink) -> None:
         readers = [self._read(i, f) for i, f in enumerate(self.files)]
-        self._lines = readers[0] if len(readers) == 1 else heapq.merge(*readers)  # receipt-time order
-        self._connected, self.finished = True, False
+        lines = readers[0] if len(readers) == 1 else heapq.merge(*readers)  # receipt-time order
         self._started = self._last_progress = time.monotonic()
+        self._running = True
         log.info("replay_started", files=len(self.files), speed=self.speed, exchange=self.exchange)
+        first_ns: int | None = None
+        batch: list[Delivered] = []
+        for line in lines:
+            recv_ns = line[0]
+            if first_ns is None:
+                first_ns = recv_ns
+            if self.speed > 0:
+                due = (recv_ns - first_ns) / 1e9 / self.speed - (time.monotonic() - self._started)
+                if due > 0:  # the next line is not due yet: what is read goes out now
+                    if batch:
+                        await sink.deliver(batch)
+                        batch = []
+                    await asyncio.sleep(due)
+            batch.extend(self._step(line))
+            if len(batch) >= LINES_PER_STEP or not self.lines % LINES_PER_STEP:
+                if batch:
+                    await sink.deliver(batch)
+                    batch = []
+                self._progress_now()
+        if batch:
+            await sink.deliver(batch)
+        self.finished = True
+        log.info("replay_finished", **self.progress())
+        await asyncio.Event().wait()  # the feed stays up (health shows the replay finished)
 
-    async def disconnect(self) -> None:
-        self._connected = False
-
-    async def subscribe_trades(self, symbol: str) -> None:
-        """The recording decides what is replayed."""
-
-    async def subscribe_depth(self, symbol: str) -> None:
-        """The recording decides what is replayed."""
-
-    async def is_connected(self) -> bool:
-        return self._connected
-
-    def is_resyncing(self) -> bool:
-        return self.inner.is_resyncing()
-
-    async def next_event(self) -> Event | Status | None:
-        for _ in range(LINES_PER_CALL):
-            event = self.inner.pop_pending()
-            if event is not None:
-                return event
-            if self.finished:
-                return None
-            wait = self._pace()
-            if wait > 0:
-                await asyncio.sleep(min(wait, 0.05))
-                return None
-            self._step()
-        return self.inner.pop_pending()
-
-    def _pace(self) -> float:
-        """Seconds to wait before the next line is due at REPLAY_SPEED (0: never wait)."""
-        if self.speed == 0:
-            return 0.0
-        if self._next is None:
-            self._next = next(self._lines, None)
-        if self._next is None:
-            return 0.0
-        if self._first_ns is None:
-            self._first_ns = self._next[0]
-            self._started = time.monotonic()
-        due = (self._next[0] - self._first_ns) / 1e9 / self.speed
-        return due - (time.monotonic() - self._started)
-
-    def _step(self) -> None:
-        line, self._next = (self._next, None) if self._next is not None else (next(self._lines, None), None)
-        if line is None:
-            self.finished = True
-            log.info("replay_finished", **self._progress())
-            return
+    def _step(self, line: Line) -> list[Delivered]:
         recv_ns, _, _, venue_symbol, text = line
         self.lines += 1
-        if self._first_ns is None:
-            self._first_ns = recv_ns
         self.position_ns = recv_ns
-        if text.startswith('{"lastUpdateId"'):  # a REST snapshot the live connector fetched
+        if text.startswith(_SNAPSHOT_PREFIX):  # a REST snapshot the live connector fetched
             try:
                 snapshot = parse_rest_snapshot(text)
             except MalformedFrame as error:
-                self.inner.malformed[error.reason] = self.inner.malformed.get(error.reason, 0) + 1
-            else:
-                symbol = venue_symbol + ("-PERP" if self.market == "usdm" else "")
-                self.inner.apply_snapshot(symbol, snapshot)
-        else:
-            self.inner.on_frame(text, recv_ns)
-        if not self.lines & 1023:  # look at the clock now and then, not per line
-            now = time.monotonic()
-            if now - self._last_progress >= PROGRESS_EVERY_S:
-                self._last_progress = now
-                log.info("replay_progress", **self._progress())
+                self.decoder.count_malformed(error.reason, error.detail)
+                return []
+            symbol = venue_symbol + ("-PERP" if self.market == "usdm" else "")
+            return self.decoder.on_snapshot(symbol, snapshot)
+        return self.decoder.on_frame(text, recv_ns).events
 
     def _read(self, index: int, path: Path) -> Iterator[Line]:
         symbol = path.name.rsplit("_", 1)[0]
         number = 0
         try:
-            with gzip.open(path, "rt", encoding="utf-8") as lines:
+            with gzip.open(path, "rb") as lines:
                 for number, raw in enumerate(lines, start=1):
-                    stamp, _, text = raw.rstrip("\n").partition(" ")
+                    stamp, _, text = raw.rstrip(b"\n").partition(b" ")
                     if not stamp.isdigit() or not text:
                         raise ValueError(f"line {number} is not '<recv_ts_ns> <text>'")
                     yield int(stamp), index, number, symbol, text
-        except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as error:
+        except (OSError, EOFError, zlib.error, ValueError) as error:
             report = {"file": str(path), "after_line": number, "error": repr(error)}
             self.errors.append(report)
             log.error("replay_file_error", **report)
 
-    def _progress(self) -> dict[str, Any]:
+    def _progress_now(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = now
+            log.info("replay_progress", **self.progress())
+
+    def progress(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         position = (
             None if self.position_ns is None else datetime.fromtimestamp(self.position_ns / 1e9, tz=UTC)
@@ -185,16 +194,25 @@ class ReplayConnector(ConnectorWrapper):
             "file_errors": len(self.errors),
         }
 
-    def get_health_status(self) -> dict[str, Any]:
+    def health(self) -> dict[str, Any]:
         return {
-            "connected": self._connected,
+            "connected": self._running,
+            "subscribed_trades": self.instruments(),
+            "subscribed_depth": self.instruments(),
+            "event_counter": self.lines,
             "replay": {
                 "files": [str(f) for f in self.files],
                 "speed": self.speed,
                 "finished": self.finished,
                 "errors": self.errors,
-                **self._progress(),
+                **self.progress(),
             },
-            "books": self.inner.get_health_status()["books"],
-            "malformed": dict(self.inner.malformed),
+            **self.decoder.health(),
         }
+
+    def counters(self) -> ConnectorCounters:
+        return ConnectorCounters(
+            errors={f"malformed_{r}": n for r, n in self.decoder.malformed.items()},
+            resyncs={s: b.stats.resyncs for s, b in self.decoder.books.items()},
+            gaps={s: b.stats.gaps for s, b in self.decoder.books.items()},
+        )

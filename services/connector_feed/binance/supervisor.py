@@ -1,0 +1,249 @@
+"""The link supervisor: Binance connections, their limits, replacement, staleness and heartbeats.
+
+- Every planned connection is opened, read by a task of its own, and kept: a connection lost
+  unexpectedly is reopened alone (the shared reconnect policy, per connection), its symbols
+  ``reconnecting`` meanwhile; healthy connections are never touched.
+- **Make-before-break** on rotation (BINANCE_ROTATE_AFTER_S, before the 24 h cut), on
+  ``serverShutdown`` and when a depth stream goes stale: the new connection is opened while the
+  old one keeps being read; the new one's frames are held until it has joined the old one's
+  stream (``join``), then it takes over and the old one is closed. A rotation that cannot join
+  within ROTATION_MAX_S switches anyway (any gap is then counted, never silent).
+- **Heartbeats**: a connection carrying depth (a 100 ms heartbeat) silent for BINANCE_HALF_OPEN_S
+  is half-open and is replaced; a connection without depth is pinged every second.
+- A stale trade stream (trades can be rare) is resubscribed on its connection.
+- ``close`` closes every connection at once, each with a short timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+
+from services.common.logging import get_logger
+from services.common.reconnect import Reconnector, ReconnectPolicy
+from services.connector_feed.binance.join import Join
+from services.connector_feed.binance.links import FrameHandler, Link, open_link
+from services.connector_feed.connector import ConnectorGaveUp
+
+log = get_logger("binance")
+
+SUPERVISE_EVERY_S = 0.1
+ROTATION_MAX_S = 10.0
+JOIN_SETTLE_S = 0.5
+ROTATION_RETRY_S = 5.0
+
+#: (the link's streams, up) -> awaited when a connection is lost (False) or (re)opened (True).
+LinkState = Callable[[list[str], bool, str], Awaitable[None]]
+
+
+class LinkSupervisor:
+    def __init__(
+        self,
+        ws_url: str,
+        planned: list[tuple[str, list[str]]],
+        handle: FrameHandler,
+        on_link: LinkState,
+        policy: ReconnectPolicy,
+        rotate_after_s: float,
+        half_open_s: float,
+        ping_timeout_s: float,
+    ) -> None:
+        self.ws_url = ws_url
+        self.planned = planned
+        self._handle = handle
+        self._on_link = on_link
+        self.policy = policy
+        self.rotate_after_s = rotate_after_s
+        self.half_open_s = half_open_s
+        self.ping_timeout_s = ping_timeout_s
+        self.links: list[Link] = []
+        self._joins: dict[Link, tuple[Join, Link]] = {}  # a new link -> (its join, the old link)
+        self._group: asyncio.TaskGroup | None = None
+        self._request_ids = itertools.count(1)
+        self._reconnectors: dict[str, Reconnector] = {}
+        self.rotations = 0
+        self.forced_rotations = 0
+        self.reconnects = 0
+        self.half_open = 0
+        self.resubscribes = 0
+        self.closing = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Open every connection, then keep them (ends only by cancellation or ``ConnectorGaveUp``).
+        Every task it starts (readers, replacements) is owned by one task group: a failure in any
+        of them ends ``run``, never silently."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for path, streams in self.planned:
+                    group.create_task(self._keep(path, streams), name=f"binance-link{path}")
+                group.create_task(self._supervise(), name="binance-supervisor")
+        except* ConnectorGaveUp as gave_up:
+            raise gave_up.exceptions[0] from None
+        finally:
+            self._group = None
+
+    async def close(self) -> None:
+        """Close every connection at once (each with a short timeout); readers end on their own."""
+        self.closing = True
+        links = [*self.links, *self._joins]
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+    def is_connected(self) -> bool:
+        return len(self.links) >= len(self.planned) and all(link.is_open for link in self.links)
+
+    def reconnection_attempts(self) -> int:
+        return max((r.attempts for r in self._reconnectors.values()), default=0)
+
+    # ---- one planned connection, kept open -------------------------------------------------
+
+    async def _keep(self, path: str, streams: list[str], first: bool = True) -> None:
+        key = f"{path}?{streams[0]}"
+        reconnector = self._reconnectors.setdefault(key, Reconnector(self.policy))
+        while True:
+            try:
+                link = await open_link(self.ws_url, path, streams, self.ping_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # transient: back off per the policy, others are untouched
+                log.warning(
+                    "binance_connect_failed", path=path, error=repr(error), attempt=reconnector.attempts + 1
+                )
+                await self._backoff(reconnector, path)
+                continue
+            reconnector.connected()
+            self.links.append(link)
+            log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
+            await self._on_link(streams, True, "connected: building the book" if first else "reconnected")
+            first = False
+            await self._read(link)  # until it ends, or until a rotation moved its streams elsewhere
+            if link in self.links:  # not one we retired on purpose
+                self.links.remove(link)
+                log.warning("binance_connection_closed", path=path, code=link.ws.close_code)
+                await self._on_link(streams, False, "connection to the venue lost; reconnecting")
+                await link.close()
+                self.reconnects += 1
+                await self._backoff(reconnector, path)
+            else:
+                return  # replaced: the replacement's own task keeps it
+
+    async def _backoff(self, reconnector: Reconnector, path: str) -> None:
+        delay = reconnector.next_delay()
+        if delay is None:
+            raise ConnectorGaveUp(f"Binance {path}: no connection after {reconnector.attempts} attempts")
+        log.info("binance_reconnecting", path=path, attempt=reconnector.attempts, delay_s=round(delay, 3))
+        await asyncio.sleep(delay)
+
+    async def _read(self, link: Link) -> None:
+        link.reader = asyncio.current_task()
+        await link.read(self._route)
+
+    async def _route(self, frame: str | bytes, ts_recv: int, link: Link) -> None:
+        pending = self._joins.get(link)
+        if pending is not None:  # a replacement not yet joined: held back
+            pending[0].hold(frame, ts_recv)
+            return
+        if self._joins:
+            for join, old in self._joins.values():  # the old side of a rotation in progress
+                if old is link:
+                    join.old(frame)
+        await self._handle(frame, ts_recv, link)
+
+    # ---- replacement -----------------------------------------------------------------------
+
+    def replace(
+        self, link: Link, reason: str, join: bool = True, ignore: frozenset[str] = frozenset()
+    ) -> None:
+        """Replace ``link`` make-before-break (once at a time). ``join=False`` (a dead connection):
+        switch as soon as the new one is open; ``ignore``: streams not to wait for (stale ones)."""
+        if link.retiring or link not in self.links or self.closing or self._group is None:
+            return
+        link.retiring = True
+        self._group.create_task(self._rotate(link, reason, join, ignore), name="binance-rotate")
+
+    async def _rotate(self, old: Link, reason: str, wait: bool, ignore: frozenset[str]) -> None:
+        try:
+            new = await open_link(self.ws_url, old.path, old.streams, self.ping_timeout_s)
+        except Exception as error:  # the old connection stays; try again later
+            old.retiring = False
+            old.opened_at = time.monotonic() - self.rotate_after_s + ROTATION_RETRY_S
+            log.warning("binance_rotation_failed", path=old.path, reason=reason, error=repr(error))
+            return
+        join = Join([s for s in old.streams if s not in ignore], JOIN_SETTLE_S)
+        quiet = not old.carries_depth
+        self._joins[new] = (join, old)
+        assert self._group is not None
+        reader = self._group.create_task(self._read(new), name="binance-read")
+        deadline = time.monotonic() + ROTATION_MAX_S
+        while wait and old.is_open and not join.joined(quiet) and time.monotonic() < deadline:
+            join.changed.clear()  # set by every frame of either socket; the timeout lets time settle
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(join.changed.wait(), 0.05)
+        forced = wait and old.is_open and not join.joined(quiet)
+        del self._joins[new]
+        for frame, ts_recv in join.held:  # what the new socket delivered meanwhile (duplicates filtered)
+            await self._handle(frame, ts_recv, new)
+        index = self.links.index(old) if old in self.links else len(self.links)
+        self.links.insert(index, new)
+        if old in self.links:
+            self.links.remove(old)  # its reader ends with the close; its keeper then returns
+        await old.close()
+        self.rotations += 1
+        self.forced_rotations += forced
+        log.info(
+            "binance_rotated",
+            path=old.path,
+            reason=reason,
+            streams=len(old.streams),
+            held_frames=len(join.held),
+            forced=forced,
+        )
+        await asyncio.gather(reader, return_exceptions=True)
+        await self._lost(new)
+
+    async def _lost(self, link: Link) -> None:
+        """A replacement's reader ended: it was the planned connection; reopen it like one."""
+        if link in self.links and not self.closing:
+            self.links.remove(link)
+            await self._on_link(link.streams, False, "connection to the venue lost; reconnecting")
+            await link.close()
+            self.reconnects += 1
+            assert self._group is not None
+            self._group.create_task(self._keep(link.path, link.streams, first=False), name="binance-link")
+
+    # ---- supervision -----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(SUPERVISE_EVERY_S)
+            now = time.monotonic()
+            for link in list(self.links):
+                if link.retiring:
+                    continue
+                if now - link.opened_at >= self.rotate_after_s:
+                    self.replace(link, "age")
+                elif link.carries_depth and now - link.last_frame_at > self.half_open_s:
+                    self.half_open += 1
+                    log.warning(
+                        "binance_half_open", path=link.path, silent_s=round(now - link.last_frame_at, 1)
+                    )
+                    self.replace(link, f"half-open: no frame for {now - link.last_frame_at:.1f}s", join=False)
+
+    def link_of(self, stream: str) -> Link | None:
+        return next((link for link in self.links if stream in link.streams), None)
+
+    async def resubscribe(self, stream: str) -> None:
+        link = self.link_of(stream)
+        if link is None or link.retiring:
+            return
+        self.resubscribes += 1
+        log.info("binance_resubscribe", stream=stream, path=link.path)
+        try:
+            await link.resubscribe([stream], next(self._request_ids))
+        except Exception as error:  # the connection is going away: its own reader reports that
+            log.warning("binance_resubscribe_failed", stream=stream, error=repr(error))
