@@ -76,6 +76,8 @@ def preview(value: object, limit: int = 80) -> str:
     Never the whole value (a 1 MB message stays out of the log), never a recursion (a JSON
     nesting 1,000 deep has no usable ``repr``).
     """
+    if isinstance(value, memoryview):
+        value = bytes(value[: limit + 1])
     if isinstance(value, str | bytes | bytearray):
         text = repr(value[: limit + 1])
     elif value is None or isinstance(value, bool | int | float | Decimal):

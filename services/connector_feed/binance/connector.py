@@ -67,6 +67,7 @@ class BinanceConnector(NativeConnector):
             ),
             self._on_frame,
             self._on_link,
+            self._room,
             policy or ReconnectPolicy(max_attempts=0, jitter=True),
             settings.binance_rotate_after_s,
             settings.binance_half_open_s,
@@ -102,27 +103,35 @@ class BinanceConnector(NativeConnector):
 
     # ---- frames and connections ----------------------------------------------------------
 
-    async def _on_frame(self, frame: str | bytes, ts_recv: int, link: Link) -> None:
-        if type(frame) is not str:  # a websocket binary frame: Binance sends text
+    def _on_frame(self, frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
+        """One frame, in the socket's callback: decoded, recorded, handed to the feed. False when the
+        feed is full (the link stops reading until ``_room``)."""
+        tap = self.tap
+        if binary:  # Binance sends text frames
             self.decoder.count_malformed("binary_frame", f"{len(frame)} bytes (Binance sends text frames)")
-            if self.tap is not None:
-                self.tap.frame(None, ts_recv, frame)
-            return
+            if tap is not None:
+                tap.frame(None, ts_recv, bytes(frame))
+            return True
         decoded = self.decoder.on_frame(frame, ts_recv)
-        if self.tap is not None:
-            self.tap.frame(self.decoder.venue_of.get(decoded.symbol or ""), ts_recv, frame)
+        if tap is not None:
+            tap.frame(self.decoder.venue_of.get(decoded.symbol or ""), ts_recv, bytes(frame))
         if decoded.control is not None and decoded.control.kind == "server_shutdown":
             self.supervisor.replace(link, "serverShutdown")
         if decoded.events and self._sink is not None:
-            await self._sink.deliver(decoded.events)
+            return self._sink.put(decoded.events)
+        return True
+
+    async def _room(self) -> None:
+        if self._sink is not None:
+            await self._sink.room()
 
     async def _on_link(self, streams: list[str], up: bool, reason: str) -> None:
-        """A connection came up (its books start over) or was lost (its symbols reconnecting)."""
+        """A connection was lost (its symbols reconnecting, their books start over at once: a book
+        can only be trusted while its stream flows) or is up again (resyncing until synced)."""
         symbols = sorted({instrument_id(s.split("@")[0].upper(), self.market) for s in streams})
-        out: list[Delivered] = []
-        if up and any("@depth" in s for s in streams):  # first: back up means resyncing, never live
+        out: list[Delivered] = list(self.states.connection(symbols, up, reason))
+        if not up and any("@depth" in s for s in streams):
             out.extend(self.decoder.resync(symbols, reason))
-        out.extend(self.states.connection(symbols, up, reason))
         if up and self.supervisor.is_connected():
             log.info(
                 "connector_connected",
@@ -167,7 +176,7 @@ class BinanceConnector(NativeConnector):
             if stream == "depth":
                 self.supervisor.replace(link, f"stale {name}", ignore=frozenset(wanted))
             else:
-                await self.supervisor.resubscribe(name)
+                self.supervisor.resubscribe(name)
 
     # ---- health --------------------------------------------------------------------------
 

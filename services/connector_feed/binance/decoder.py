@@ -83,7 +83,7 @@ class BinanceDecoder:
 
     # ---- frames ------------------------------------------------------------------------------
 
-    def on_frame(self, frame: str | bytes, ts_recv: int) -> Decoded:
+    def on_frame(self, frame: str | bytes | memoryview, ts_recv: int) -> Decoded:
         """One frame's text (``str``, or the UTF-8 ``bytes`` of a recording) -> what to publish (in
         order), a control frame if it is one, and its symbol."""
         self.frames += 1

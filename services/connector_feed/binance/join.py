@@ -26,7 +26,7 @@ import orjson
 Ids = tuple[int, int]  # (first id the frame covers minus the one it continues from, last id)
 
 
-def peek(frame: str | bytes) -> tuple[str, int, int] | None:
+def peek(frame: str | bytes | memoryview) -> tuple[str, int, int] | None:
     """(stream, id the frame continues from, last id) of a combined-stream trade or depth frame."""
     try:
         message = orjson.loads(frame)
@@ -54,23 +54,23 @@ class Join:
         self._clock = clock
         self.opened_at = clock()
         self.live_at: float | None = None  # the new socket's first frame
-        self.held: list[tuple[str | bytes, int]] = []
+        self.held: list[tuple[bytes, int, bool]] = []  # (frame, receipt time, binary)
         self._new_from: dict[str, int] = {}  # stream -> id the new socket's first frame continues from
         self._old_last: dict[str, int] = {}  # stream -> last id the old socket delivered
         self._old_after_live: set[str] = set()  # streams the old socket delivered after the new went live
         self.changed = asyncio.Event()  # a frame arrived on either socket
 
-    def hold(self, frame: str | bytes, ts_recv: int) -> None:
+    def hold(self, frame: bytes, ts_recv: int, binary: bool = False) -> None:
         """A frame of the new socket: kept back until the join."""
         if self.live_at is None:
             self.live_at = self._clock()
         self.changed.set()
-        self.held.append((frame, ts_recv))
-        ids = peek(frame)
+        self.held.append((frame, ts_recv, binary))
+        ids = None if binary else peek(frame)
         if ids is not None and ids[0] not in self._new_from:
             self._new_from[ids[0]] = ids[1]
 
-    def old(self, frame: str | bytes) -> None:
+    def old(self, frame: str | bytes | memoryview) -> None:
         """A frame of the old socket (it is handed on as usual)."""
         self.changed.set()
         ids = peek(frame)

@@ -153,7 +153,7 @@ class BinanceParser:
             self._ids[venue_symbol] = known
         return known
 
-    def parse(self, frame: str | bytes, ts_recv: int) -> Parsed:
+    def parse(self, frame: str | bytes | memoryview, ts_recv: int) -> Parsed:
         """The frame as one of our types, or ``MalformedFrame`` - never any other exception."""
         try:
             return self._parse(frame, ts_recv)
@@ -162,7 +162,7 @@ class BinanceParser:
         except Exception as error:  # the per-frame boundary: whatever the frame held, it is one bad frame
             raise MalformedFrame("malformed", f"{type(error).__name__} on {rules.preview(frame)}") from None
 
-    def _parse(self, frame: str | bytes, ts_recv: int) -> Parsed:
+    def _parse(self, frame: str | bytes | memoryview, ts_recv: int) -> Parsed:
         try:
             message = orjson.loads(frame)
         except orjson.JSONDecodeError:

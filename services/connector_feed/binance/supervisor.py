@@ -1,16 +1,15 @@
 """The link supervisor: Binance connections, their limits, replacement, staleness and heartbeats.
 
-- Every planned connection is opened, read by a task of its own, and kept: a connection lost
-  unexpectedly is reopened alone (the shared reconnect policy, per connection), its symbols
-  ``reconnecting`` meanwhile; healthy connections are never touched.
+- Every planned connection is opened and kept: a connection lost unexpectedly is reopened alone
+  (the shared reconnect policy, per connection), its symbols ``reconnecting`` meanwhile; healthy
+  connections are never touched.
 - **Make-before-break** on rotation (BINANCE_ROTATE_AFTER_S, before the 24 h cut), on
   ``serverShutdown`` and when a depth stream goes stale: the new connection is opened while the
   old one keeps being read; the new one's frames are held until it has joined the old one's
   stream (``join``), then it takes over and the old one is closed. A rotation that cannot join
   within ROTATION_MAX_S switches anyway (any gap is then counted, never silent).
 - **Heartbeats**: a connection carrying depth (a 100 ms heartbeat) silent for BINANCE_HALF_OPEN_S
-  is half-open and is replaced; a connection without depth is pinged every second.
-- A stale trade stream (trades can be rare) is resubscribed on its connection.
+  is half-open and is replaced at once; a connection without depth is pinged every second.
 - ``close`` closes every connection at once, each with a short timeout.
 """
 
@@ -25,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from services.common.logging import get_logger
 from services.common.reconnect import Reconnector, ReconnectPolicy
 from services.connector_feed.binance.join import Join
-from services.connector_feed.binance.links import FrameHandler, Link, open_link
+from services.connector_feed.binance.links import FrameHandler, Link, connect
 from services.connector_feed.connector import ConnectorGaveUp
 
 log = get_logger("binance")
@@ -35,8 +34,10 @@ ROTATION_MAX_S = 10.0
 JOIN_SETTLE_S = 0.5
 ROTATION_RETRY_S = 5.0
 
-#: (the link's streams, up) -> awaited when a connection is lost (False) or (re)opened (True).
+#: (the link's streams, up, reason) -> awaited when a connection is lost (False) or (re)opened (True).
 LinkState = Callable[[list[str], bool, str], Awaitable[None]]
+#: Awaited after a frame handler asked to pause: returns when the feed has room again.
+Room = Callable[[], Awaitable[None]]
 
 
 class LinkSupervisor:
@@ -46,6 +47,7 @@ class LinkSupervisor:
         planned: list[tuple[str, list[str]]],
         handle: FrameHandler,
         on_link: LinkState,
+        room: Room,
         policy: ReconnectPolicy,
         rotate_after_s: float,
         half_open_s: float,
@@ -55,6 +57,7 @@ class LinkSupervisor:
         self.planned = planned
         self._handle = handle
         self._on_link = on_link
+        self._room = room
         self.policy = policy
         self.rotate_after_s = rotate_after_s
         self.half_open_s = half_open_s
@@ -69,14 +72,14 @@ class LinkSupervisor:
         self.reconnects = 0
         self.half_open = 0
         self.resubscribes = 0
+        self.pauses = 0
         self.closing = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Open every connection, then keep them (ends only by cancellation or ``ConnectorGaveUp``).
-        Every task it starts (readers, replacements) is owned by one task group: a failure in any
-        of them ends ``run``, never silently."""
+        Every task it starts is owned by one task group: a failure in any of them ends ``run``."""
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -89,7 +92,7 @@ class LinkSupervisor:
             self._group = None
 
     async def close(self) -> None:
-        """Close every connection at once (each with a short timeout); readers end on their own."""
+        """Close every connection at once (each with a short timeout)."""
         self.closing = True
         links = [*self.links, *self._joins]
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
@@ -102,12 +105,21 @@ class LinkSupervisor:
 
     # ---- one planned connection, kept open -------------------------------------------------
 
+    async def _open(self, path: str, streams: list[str], join: tuple[Join, Link] | None = None) -> Link:
+        link = Link(path, streams, handler=self._route, resume=self._pause)
+        if join is not None:  # a replacement: held back from its very first frame
+            self._joins[link] = join
+        try:
+            return await connect(self.ws_url, link, self.ping_timeout_s)
+        except BaseException:
+            self._joins.pop(link, None)
+            raise
+
     async def _keep(self, path: str, streams: list[str], first: bool = True) -> None:
-        key = f"{path}?{streams[0]}"
-        reconnector = self._reconnectors.setdefault(key, Reconnector(self.policy))
+        reconnector = self._reconnectors.setdefault(f"{path}?{streams[0]}", Reconnector(self.policy))
         while True:
             try:
-                link = await open_link(self.ws_url, path, streams, self.ping_timeout_s)
+                link = await self._open(path, streams)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # transient: back off per the policy, others are untouched
@@ -121,16 +133,15 @@ class LinkSupervisor:
             log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
             await self._on_link(streams, True, "connected: building the book" if first else "reconnected")
             first = False
-            await self._read(link)  # until it ends, or until a rotation moved its streams elsewhere
-            if link in self.links:  # not one we retired on purpose
-                self.links.remove(link)
-                log.warning("binance_connection_closed", path=path, code=link.ws.close_code)
-                await self._on_link(streams, False, "connection to the venue lost; reconnecting")
-                await link.close()
-                self.reconnects += 1
-                await self._backoff(reconnector, path)
-            else:
-                return  # replaced: the replacement's own task keeps it
+            await link.wait_closed()  # frames flow through _route meanwhile
+            if link not in self.links:  # retired on purpose: its replacement is kept by its own task
+                return
+            self.links.remove(link)
+            log.warning("binance_connection_closed", path=path, code=link.close_code)
+            await self._on_link(streams, False, "connection to the venue lost; reconnecting")
+            await link.close()
+            self.reconnects += 1
+            await self._backoff(reconnector, path)
 
     async def _backoff(self, reconnector: Reconnector, path: str) -> None:
         delay = reconnector.next_delay()
@@ -139,20 +150,29 @@ class LinkSupervisor:
         log.info("binance_reconnecting", path=path, attempt=reconnector.attempts, delay_s=round(delay, 3))
         await asyncio.sleep(delay)
 
-    async def _read(self, link: Link) -> None:
-        link.reader = asyncio.current_task()
-        await link.read(self._route)
-
-    async def _route(self, frame: str | bytes, ts_recv: int, link: Link) -> None:
+    def _route(self, frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
+        """Every frame of every link, in the socket's callback: held back for a rotation, or handled."""
         pending = self._joins.get(link)
-        if pending is not None:  # a replacement not yet joined: held back
-            pending[0].hold(frame, ts_recv)
-            return
+        if pending is not None:  # a replacement not yet joined: held back (copied: the buffer is reused)
+            pending[0].hold(bytes(frame), ts_recv, binary)
+            return True
         if self._joins:
             for join, old in self._joins.values():  # the old side of a rotation in progress
-                if old is link:
+                if old is link and not binary:
                     join.old(frame)
-        await self._handle(frame, ts_recv, link)
+        return self._handle(frame, ts_recv, link, binary)
+
+    def _pause(self, link: Link) -> None:
+        """A link stopped reading (the feed is full): resume it once there is room."""
+        self.pauses += 1
+        if self._group is not None:
+            self._group.create_task(self._resume(link), name="binance-resume")
+        else:
+            link.resume_reading()
+
+    async def _resume(self, link: Link) -> None:
+        await self._room()
+        link.resume_reading()
 
     # ---- replacement -----------------------------------------------------------------------
 
@@ -167,18 +187,15 @@ class LinkSupervisor:
         self._group.create_task(self._rotate(link, reason, join, ignore), name="binance-rotate")
 
     async def _rotate(self, old: Link, reason: str, wait: bool, ignore: frozenset[str]) -> None:
+        join = Join([s for s in old.streams if s not in ignore], JOIN_SETTLE_S)
         try:
-            new = await open_link(self.ws_url, old.path, old.streams, self.ping_timeout_s)
+            new = await self._open(old.path, old.streams, (join, old))
         except Exception as error:  # the old connection stays; try again later
             old.retiring = False
             old.opened_at = time.monotonic() - self.rotate_after_s + ROTATION_RETRY_S
             log.warning("binance_rotation_failed", path=old.path, reason=reason, error=repr(error))
             return
-        join = Join([s for s in old.streams if s not in ignore], JOIN_SETTLE_S)
         quiet = not old.carries_depth
-        self._joins[new] = (join, old)
-        assert self._group is not None
-        reader = self._group.create_task(self._read(new), name="binance-read")
         deadline = time.monotonic() + ROTATION_MAX_S
         while wait and old.is_open and not join.joined(quiet) and time.monotonic() < deadline:
             join.changed.clear()  # set by every frame of either socket; the timeout lets time settle
@@ -186,12 +203,12 @@ class LinkSupervisor:
                 await asyncio.wait_for(join.changed.wait(), 0.05)
         forced = wait and old.is_open and not join.joined(quiet)
         del self._joins[new]
-        for frame, ts_recv in join.held:  # what the new socket delivered meanwhile (duplicates filtered)
-            await self._handle(frame, ts_recv, new)
+        for frame, ts_recv, binary in join.held:  # the new socket's frames so far (duplicates filtered)
+            self._handle(frame, ts_recv, new, binary)
         index = self.links.index(old) if old in self.links else len(self.links)
         self.links.insert(index, new)
         if old in self.links:
-            self.links.remove(old)  # its reader ends with the close; its keeper then returns
+            self.links.remove(old)  # its keeper sees it retired and returns
         await old.close()
         self.rotations += 1
         self.forced_rotations += forced
@@ -203,18 +220,13 @@ class LinkSupervisor:
             held_frames=len(join.held),
             forced=forced,
         )
-        await asyncio.gather(reader, return_exceptions=True)
-        await self._lost(new)
-
-    async def _lost(self, link: Link) -> None:
-        """A replacement's reader ended: it was the planned connection; reopen it like one."""
-        if link in self.links and not self.closing:
-            self.links.remove(link)
-            await self._on_link(link.streams, False, "connection to the venue lost; reconnecting")
-            await link.close()
+        await new.wait_closed()
+        if new in self.links and not self.closing:  # the replacement is the planned connection now
+            self.links.remove(new)
+            await self._on_link(new.streams, False, "connection to the venue lost; reconnecting")
             self.reconnects += 1
             assert self._group is not None
-            self._group.create_task(self._keep(link.path, link.streams, first=False), name="binance-link")
+            self._group.create_task(self._keep(new.path, new.streams, first=False), name="binance-link")
 
     # ---- supervision -----------------------------------------------------------------------
 
@@ -229,21 +241,17 @@ class LinkSupervisor:
                     self.replace(link, "age")
                 elif link.carries_depth and now - link.last_frame_at > self.half_open_s:
                     self.half_open += 1
-                    log.warning(
-                        "binance_half_open", path=link.path, silent_s=round(now - link.last_frame_at, 1)
-                    )
-                    self.replace(link, f"half-open: no frame for {now - link.last_frame_at:.1f}s", join=False)
+                    silent = now - link.last_frame_at
+                    log.warning("binance_half_open", path=link.path, silent_s=round(silent, 1))
+                    self.replace(link, f"half-open: no frame for {silent:.1f}s", join=False)
 
     def link_of(self, stream: str) -> Link | None:
         return next((link for link in self.links if stream in link.streams), None)
 
-    async def resubscribe(self, stream: str) -> None:
+    def resubscribe(self, stream: str) -> None:
         link = self.link_of(stream)
         if link is None or link.retiring:
             return
         self.resubscribes += 1
         log.info("binance_resubscribe", stream=stream, path=link.path)
-        try:
-            await link.resubscribe([stream], next(self._request_ids))
-        except Exception as error:  # the connection is going away: its own reader reports that
-            log.warning("binance_resubscribe_failed", stream=stream, error=repr(error))
+        link.send_subscribe([stream], next(self._request_ids))
