@@ -13,11 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.types import (
     Count,
     ExchangeId,
+    FeedRun,
     Flag,
     Id,
     Price,
     Qty,
     SchemaVersion,
+    Seq,
     Side,
     SignedDecimal,
     Symbol,
@@ -38,8 +40,23 @@ class Contract(BaseModel):
         return self.model_dump_json().encode()
 
 
+#: How a subscriber knows it has every message (the rule of ``seq`` and ``feed_run``).
+SEQUENCE_RULE = """
+Every message the feed publishes on ``md.<SYMBOL>.trades`` and ``md.<SYMBOL>.depth`` carries
+``seq`` and ``feed_run``: ``seq`` is 1 for the first message of that (symbol, subject) in a feed
+run and +1 for each next one; ``feed_run`` is unique to each run of a feed process. A subscriber
+that sees ``seq`` jump has lost messages; one that sees a new ``feed_run`` is reading a restarted
+feed (``seq`` starts over at 1). A depth snapshot has a ``seq`` like any other depth message; the
+book a feed returns on ``md.<SYMBOL>.book`` carries the ``seq`` of the last depth message
+already reflected in it.
+"""
+
+
 class TradeTick(Contract):
-    """One trade. ``side`` is the aggressor (taker) side: buyer is maker means a sell."""
+    """One trade. ``side`` is the aggressor (taker) side: buyer is maker means a sell.
+
+    ``seq`` / ``feed_run``: see ``SEQUENCE_RULE``.
+    """
 
     exchange: ExchangeId
     symbol: Symbol
@@ -50,6 +67,14 @@ class TradeTick(Contract):
     is_buyer_maker: Flag
     ts_event: TimestampNs
     ts_recv: TimestampNs
+    seq: Seq | None = Field(
+        default=None,
+        description="this message's place in the feed run's stream of its subject: 1, 2, 3 ... "
+        "(a gap means a lost message)",
+    )
+    feed_run: FeedRun | None = Field(
+        default=None, description="the id of the feed process run that published it (new at every start)"
+    )
     schema_version: SchemaVersion = SCHEMA_VERSION
 
     @model_validator(mode="after")
@@ -69,6 +94,7 @@ class DepthUpdate(Contract):
 
     Deltas carry the venue's update ids so a subscriber can chain them and detect a gap:
     ``first_update_id``..``last_update_id`` (and ``prev_last_update_id`` where the venue has one).
+    ``seq`` / ``feed_run`` number every depth message of a feed run: see ``SEQUENCE_RULE``.
     """
 
     exchange: ExchangeId
@@ -81,6 +107,14 @@ class DepthUpdate(Contract):
     prev_last_update_id: Id | None = None
     ts_event: TimestampNs
     ts_recv: TimestampNs
+    seq: Seq | None = Field(
+        default=None,
+        description="this message's place in the feed run's stream of its subject: 1, 2, 3 ... "
+        "(a gap means a lost message)",
+    )
+    feed_run: FeedRun | None = Field(
+        default=None, description="the id of the feed process run that published it (new at every start)"
+    )
     schema_version: SchemaVersion = SCHEMA_VERSION
 
     @model_validator(mode="after")

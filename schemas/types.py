@@ -92,6 +92,10 @@ ExchangeId = Annotated[str, Strict(), Field(pattern=rules.EXCHANGE_PATTERN)]
 TimestampNs = Annotated[int, Strict(), Field(ge=0, le=rules.TIMESTAMP_MAX)]
 #: A venue's trade or update id (uint64).
 Id = Annotated[int, Strict(), Field(ge=0, le=rules.ID_MAX)]
+#: A message's place in its (symbol, subject) stream within one feed run: 1, 2, 3 ...
+Seq = Annotated[int, Strict(), Field(ge=1, le=rules.TIMESTAMP_MAX)]
+#: The id of one run of a feed process (a new one at every start): one token of [A-Za-z0-9_-].
+FeedRun = Annotated[str, Strict(), Field(pattern=rules.SYMBOL_PATTERN)]
 #: A count (never coerced from a string or a float).
 Count = Annotated[int, Strict(), Field(ge=0)]
 #: A strict boolean (JSON true/false only).

@@ -30,6 +30,7 @@ _U64 = rules.ID_MAX
 _KNOWN_MAX = 10_000
 _known_symbols: set[str] = set()
 _known_exchanges: set[str] = set()
+_known_runs: set[str] = set()
 
 
 class TradeMsg(msgspec.Struct, frozen=True, gc=False):
@@ -44,6 +45,8 @@ class TradeMsg(msgspec.Struct, frozen=True, gc=False):
     is_buyer_maker: bool
     ts_event: int
     ts_recv: int
+    seq: int | None = None
+    feed_run: str | None = None
     schema_version: int = 1
 
 
@@ -60,6 +63,8 @@ class DepthMsg(msgspec.Struct, frozen=True, gc=False):
     ts_recv: int
     first_update_id: int | None = None
     prev_last_update_id: int | None = None
+    seq: int | None = None
+    feed_run: str | None = None
     schema_version: int = 1
 
 
@@ -89,11 +94,20 @@ def _check_names(exchange: str, symbol: str) -> None:
             _known_exchanges.add(exchange)
 
 
-def _check_common(version: int, ts_event: int, ts_recv: int) -> None:
-    if version != 1:
-        raise RuleViolation("wrong_schema_version", f"schema_version {rules.preview(version)} is not 1")
-    if not (0 <= ts_event <= _I64 and 0 <= ts_recv <= _I64):
+def _check_common(message: TradeMsg | DepthMsg) -> None:
+    if message.schema_version != 1:
+        raise RuleViolation(
+            "wrong_schema_version", f"schema_version {rules.preview(message.schema_version)} is not 1"
+        )
+    if not (0 <= message.ts_event <= _I64 and 0 <= message.ts_recv <= _I64):
         raise RuleViolation("invalid_timestamp", "ts_event / ts_recv outside 0..2**63-1 ns")
+    seq, run = message.seq, message.feed_run
+    if seq is not None and not 1 <= seq <= _I64:
+        raise RuleViolation("invalid_seq", f"seq {rules.preview(seq)} outside 1..2**63-1")
+    if run is not None and run not in _known_runs:
+        rules.symbol(run, "feed_run")
+        if len(_known_runs) < _KNOWN_MAX:
+            _known_runs.add(run)
 
 
 def decode_trade(data: bytes) -> TradeMsg:
@@ -106,7 +120,7 @@ def decode_trade(data: bytes) -> TradeMsg:
     if len(price) > _MAX_DECIMAL or len(qty) > _MAX_DECIMAL or not _PRICE_AND_QTY.fullmatch(f"{price},{qty}"):
         rules.decimal_text(price, "price", positive=True)
         rules.decimal_text(qty, "qty", positive=True)
-    _check_common(tick.schema_version, tick.ts_event, tick.ts_recv)
+    _check_common(tick)
     if not 0 <= tick.trade_id <= _U64:
         raise RuleViolation("invalid_id", f"trade_id {rules.preview(tick.trade_id)} outside uint64")
     if (tick.side == "buy") is tick.is_buyer_maker:
@@ -123,7 +137,7 @@ def decode_depth(data: bytes) -> DepthMsg:
         raise _violation(error) from None
     rules.levels(update.bids, "bids")
     rules.levels(update.asks, "asks")
-    _check_common(update.schema_version, update.ts_event, update.ts_recv)
+    _check_common(update)
     first, last, prev = update.first_update_id, update.last_update_id, update.prev_last_update_id
     if (
         not 0 <= last <= _U64

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -80,3 +81,10 @@ async def running_stream(
         await asyncio.gather(task, return_exceptions=True)
         await stream.close()
         await bus.drain()
+
+
+def without(data: bytes, *fields: str) -> dict[str, object]:
+    """A published message as a dict without ``fields`` (e.g. ``feed_run``, new at every run)."""
+    message = orjson.loads(data)
+    assert isinstance(message, dict)
+    return {k: v for k, v in message.items() if k not in fields}

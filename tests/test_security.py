@@ -95,6 +95,7 @@ async def test_each_identity_publishes_only_its_own_subjects(buses: dict[str, Bu
         )
     )
     await reader.nc.flush()
+    await eventually(lambda: signals and paper)  # delivery to another connection is not ordered by a flush
 
     assert [(m.subject, m.data) for m in signals] == [(f"signals.vwap.{unique}", b"strategy_engine")]
     assert [(m.subject, m.data) for m in paper] == [(f"paper.{unique}.fill", b"strategy_engine")]

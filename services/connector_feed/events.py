@@ -29,6 +29,9 @@ class Trade:
     is_buyer_maker: bool
     ts_event: int
     ts_recv: int
+    #: Set by the feed when it accepts the event (``schemas.models.SEQUENCE_RULE``).
+    seq: int | None = None
+    feed_run: str | None = None
     #: Trace context of a sampled event (its receive span); None for the unsampled majority.
     trace: Context | None = None
 
@@ -44,6 +47,8 @@ class Trade:
                 "is_buyer_maker": self.is_buyer_maker,
                 "ts_event": self.ts_event,
                 "ts_recv": self.ts_recv,
+                "seq": self.seq,
+                "feed_run": self.feed_run,
                 "schema_version": SCHEMA_VERSION,
             }
         )
@@ -63,6 +68,8 @@ class Trade:
             tick.is_buyer_maker,
             tick.ts_event,
             tick.ts_recv,
+            tick.seq,
+            tick.feed_run,
         )
 
 
@@ -78,6 +85,8 @@ class Depth:
     prev_last_update_id: int | None
     ts_event: int
     ts_recv: int
+    seq: int | None = None
+    feed_run: str | None = None
     trace: Context | None = None
 
     def wire(self) -> bytes:
@@ -93,6 +102,8 @@ class Depth:
                 "prev_last_update_id": self.prev_last_update_id,
                 "ts_event": self.ts_event,
                 "ts_recv": self.ts_recv,
+                "seq": self.seq,
+                "feed_run": self.feed_run,
                 "schema_version": SCHEMA_VERSION,
             }
         )
@@ -113,6 +124,8 @@ class Depth:
             update.prev_last_update_id,
             update.ts_event,
             update.ts_recv,
+            update.seq,
+            update.feed_run,
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -43,6 +44,11 @@ log = get_logger("connector_feed")
 DRAIN_YIELD_EVERY = 128
 
 
+def new_feed_run() -> str:
+    """A new run id: when it started (UTC, readable, sortable) and 8 random hex digits."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
 class HFTConnectorStream:
     def __init__(
         self,
@@ -60,6 +66,9 @@ class HFTConnectorStream:
         self.max_queue = max_queue
         self._low_water = max_queue // 2
         self.instruments = frozenset(connector.instruments())
+        #: This run's id on every message (schemas.models.SEQUENCE_RULE), and the last seq per subject.
+        self.feed_run = new_feed_run()
+        self._seq: dict[tuple[type, str], int] = {}
         self.normalizer = Normalizer(connector.exchange, sorted(self.instruments))
         self.books = FeedBooks()  # for symbols whose connector keeps no book of its own
         self.queue: deque[Queued] = deque()
@@ -218,6 +227,7 @@ class HFTConnectorStream:
             )
         )
         if snapshot is not None:
+            self._sequence(snapshot)
             self.queue.append(snapshot)
 
     # ---- accepting -------------------------------------------------------------------------
@@ -280,6 +290,7 @@ class HFTConnectorStream:
             self.depth_rate.add(1, ts_recv * 1e-9)
             if self.connector.book(event.symbol) is None:
                 self.books.apply(event)  # type: ignore[arg-type]
+        self._sequence(event)
         key = (kind, event.exchange, event.symbol)
         self.received_by_key[key] = self.received_by_key.get(key, 0) + 1
         self._accepted += 1
@@ -288,6 +299,18 @@ class HFTConnectorStream:
         self.queue.append(event)
         if debug_enabled():
             self._log_event(event)
+
+    def _sequence(self, event: Event) -> None:
+        """The next ``seq`` of the event's (kind, symbol) in this run: assigned as it is accepted, so
+        it follows the order of publication, and a book's state and its seq change together."""
+        key = (type(event), event.symbol)
+        seq = self._seq[key] = self._seq.get(key, 0) + 1
+        event.seq = seq
+        event.feed_run = self.feed_run
+
+    def depth_seq(self, symbol: str) -> int:
+        """The seq of the last depth message of ``symbol`` accepted (0: none yet)."""
+        return self._seq.get((Depth, symbol), 0)
 
     def _trace(self, event: Event, ts_recv: int) -> None:
         """A sampled event: its receive span (from ts_recv to now) roots its trace."""
