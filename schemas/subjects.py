@@ -33,6 +33,11 @@ def status(symbol: str) -> str:
     return f"md.{check_token(symbol, 'symbol')}.status"
 
 
+def book(symbol: str) -> str:
+    """``md.<SYMBOL>.book``: request/reply, the feed's current book (a DepthUpdate snapshot)."""
+    return f"md.{check_token(symbol, 'symbol')}.book"
+
+
 def signals(strategy: str, symbol: str) -> str:
     """``signals.<strategy>.<SYMBOL>``: Signal."""
     return f"signals.{check_token(strategy, 'strategy')}.{check_token(symbol, 'symbol')}"
@@ -60,6 +65,7 @@ def health(service: str) -> str:
 TRADES_TEMPLATE = "md.{symbol}.trades"
 DEPTH_TEMPLATE = "md.{symbol}.depth"
 STATUS_TEMPLATE = "md.{symbol}.status"
+BOOK_TEMPLATE = "md.{symbol}.book"
 SIGNALS_TEMPLATE = "signals.{strategy}.{symbol}"
 CONTEXT_SNAPSHOT_TEMPLATE = "context.{symbol}.snapshot"
 HEALTH_TEMPLATE = "health.{service}"
@@ -69,3 +75,4 @@ ALL_MARKET_DATA = "md.>"
 ALL_TRADES = "md.*.trades"
 ALL_DEPTH = "md.*.depth"
 CONTEXT_SNAPSHOT_PATTERN = "context.*.snapshot"
+BOOK_PATTERN = "md.*.book"

@@ -5,7 +5,7 @@ the book, kept as is until a delta needs its levels.
 
 from __future__ import annotations
 
-from services.common.book import OrderBook
+from services.common.book import BookCopy, OrderBook
 from services.connector_feed.events import Depth
 
 
@@ -34,6 +34,15 @@ class FeedBooks:
             if base is not None:
                 book.reset(base.bids, base.asks, base.last_update_id)
         book.apply(event.bids, event.asks, event.last_update_id)
+
+    def copy(self, symbol: str) -> BookCopy | None:
+        """The book of ``symbol`` as it is now, unsorted (None while it has none)."""
+        if symbol not in self._synced:
+            return None
+        base = self._base.get(symbol)
+        if base is not None:  # no delta since the last snapshot: it is the book (already in order)
+            return BookCopy(list(base.bids), list(base.asks), base.last_update_id)
+        return self._books[symbol].copy()
 
     def snapshot(self, symbol: str) -> Depth | None:
         """The feed's book for ``symbol`` as a snapshot event (used to repair a dropped delta)."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from schemas import subjects
 from services.common.bus import Bus
-from services.common.health import Condition, HealthService, age_s, age_since_ns
+from services.common.health import Condition, ExtraEndpoint, HealthService, age_s, age_since_ns
 from services.common.lifecycle import FatalError, run_until_stopped, start_runtime
 from services.common.logging import get_logger
 from services.common.telemetry import Telemetry
+from services.connector_feed.book_requests import BookRequests
 from services.connector_feed.factory import build_connector
 from services.connector_feed.metrics import register_feed_metrics
 from services.connector_feed.settings import FeedSettings
@@ -20,7 +22,11 @@ log = get_logger(SERVICE)
 
 
 def feed_health(
-    stream: HFTConnectorStream, bus: Bus, stale_after_s: float, telemetry: Telemetry
+    stream: HFTConnectorStream,
+    bus: Bus,
+    stale_after_s: float,
+    telemetry: Telemetry,
+    books: BookRequests | None = None,
 ) -> HealthService:
     def condition() -> Condition:
         return Condition(
@@ -39,6 +45,8 @@ def feed_health(
             "published": dict(stream.published),
             "dropped": {"trades": dropped.trades, "depth": dropped.depth, **{"by_reason": dropped.by_reason}},
             "rejected": dict(stream.rejected),
+            "feed_run": stream.feed_run,
+            "books": None if books is None else books.health(),
         }
 
     return HealthService(
@@ -58,10 +66,24 @@ async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
         connector, bus, settings.max_queue, connector_label=label, telemetry=telemetry
     )
     register_feed_metrics(telemetry.meter(), stream)
-    health = feed_health(stream, bus, settings.health_stale_after_s, telemetry)
-    await health.start(bus)
-    log.info("service_started", data_source=settings.data_source, connector=label, symbols=settings.symbols)
-    failure = await run_until_stopped(stop, asyncio.create_task(stream.run(), name="feed-stream"))
+    books = BookRequests(stream)
+    health = feed_health(stream, bus, settings.health_stale_after_s, telemetry, books)
+    await health.start(bus, [ExtraEndpoint("book", subjects.BOOK_PATTERN, books.on_request)])
+    log.info(
+        "service_started",
+        data_source=settings.data_source,
+        connector=label,
+        symbols=sorted(stream.instruments),
+        feed_run=stream.feed_run,
+    )
+    workers = [asyncio.create_task(stream.run(), name="feed-stream")]
+    if settings.md_snapshot_interval_s > 0:
+        workers.append(
+            asyncio.create_task(
+                books.publish_periodically(settings.md_snapshot_interval_s), name="feed-snapshots"
+            )
+        )
+    failure = await run_until_stopped(stop, *workers)
     await stream.close()
     await health.stop()
     await bus.drain()

@@ -31,3 +31,9 @@ class FeedSettings(CommonSettings, ReconnectSettings):
         ge=2,
         description="events queued for NATS before the connector is made to wait (backpressure)",
     )
+    md_snapshot_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="publish every synced book as a snapshot on md.<SYMBOL>.depth this often (0 = off): "
+        "plain subscribers get a whole book within this time without request/reply",
+    )

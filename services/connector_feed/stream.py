@@ -26,6 +26,7 @@ from opentelemetry import trace
 
 from schemas import Status, subjects
 from services.common import messaging
+from services.common.book import BookCopy
 from services.common.bus import Bus
 from services.common.logging import LogSampler, debug_enabled, get_logger
 from services.common.rates import RollingCounter, seed_metrics
@@ -357,6 +358,22 @@ class HFTConnectorStream:
                 rejected=self.rejected[error.reason],
                 suppressed=suppressed,
             )
+
+    def book_copy(self, symbol: str) -> tuple[BookCopy, int] | None:
+        """The feed's book of ``symbol`` as it is now (unsorted) and the seq of the last depth message
+        reflected in it; None while the book is being (re)built."""
+        source = self.connector.book(symbol)
+        copy = self.books.copy(symbol) if source is None else (source.book.copy() if source.synced else None)
+        if copy is None or copy.last_update_id is None:
+            return None
+        return copy, self.depth_seq(symbol)
+
+    def publish_snapshot(self, snapshot: Depth) -> None:
+        """A snapshot the feed made of its own book: next in its depth stream, published in turn."""
+        self._sequence(snapshot)
+        self.queue.append(snapshot)
+        if not self._draining:
+            self._kick()
 
     def book_snapshot(self, symbol: str) -> Depth | None:
         """The feed's current book of ``symbol`` as a snapshot event (None while it has none)."""
