@@ -23,7 +23,7 @@ from schemas.models import CONTRACTS, SCHEMA_VERSION, Contract, DepthUpdate, Sig
 ASYNCAPI_VERSION = "3.0.0"
 JSON_SCHEMA_DIR = "./json"  # relative to the document
 #: ``md.<SYMBOL>.book`` (request/reply, issue 13). Until schemas/subjects.py defines it, its one spelling.
-BOOK_TEMPLATE: str = getattr(subjects, "BOOK_TEMPLATE", "md.{symbol}.book")
+BOOK_TEMPLATE = subjects.BOOK_TEMPLATE
 
 _PARAMETERS = {
     "symbol": {
