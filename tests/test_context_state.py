@@ -10,6 +10,10 @@ S = 1_000_000_000
 T0 = 1_700_000_000 * S
 
 
+async def _no_feed(subject: str, body: bytes) -> tuple[dict[str, str], bytes]:
+    raise TimeoutError("no feed in this test")
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 5000.0
@@ -43,6 +47,7 @@ def _depth(
     snapshot: bool = False,
     first: int | None = None,
     prev: int | None = None,
+    seq: int | None = None,
 ) -> DepthMsg:
     return decode_depth(
         DepthUpdate.model_validate(
@@ -57,6 +62,8 @@ def _depth(
                 "prev_last_update_id": prev,
                 "ts_event": 1,
                 "ts_recv": 2,
+                "seq": seq,
+                "feed_run": "RUN1" if seq is not None else None,
             }
         ).to_json()
     )
@@ -64,7 +71,7 @@ def _depth(
 
 def test_trade_windows_counts_rates_and_vwap() -> None:
     clock = Clock()
-    context = SymbolContext("X", history=3, vwap_window_s=10, clock=clock)
+    context = SymbolContext("X", history=3, vwap_window_s=10, request=_no_feed, clock=clock)
     context.on_trade(_tick(1, "100", "1", T0))
     context.on_trade(_tick(2, "110", "3", T0 + 5 * S))
     clock.now += 30
@@ -85,49 +92,16 @@ def test_trade_windows_counts_rates_and_vwap() -> None:
     assert snap.to_json().count(b'"last_price":"0.00000001"') == 1
 
 
-def test_book_from_snapshot_and_deltas_gives_best_prices_and_spread() -> None:
-    context = SymbolContext("X", 10, 60)
+async def test_book_from_snapshot_and_deltas_gives_best_prices_and_spread() -> None:
+    context = SymbolContext("X", 10, 60, _no_feed)
     context.on_depth(
-        _depth(10, [("100.0", "1"), ("99.5", "2")], [("100.5", "1"), ("101", "3")], snapshot=True)
+        _depth(10, [("100.0", "1"), ("99.5", "2")], [("100.5", "1"), ("101", "3")], snapshot=True, seq=1)
     )
-    context.on_depth(_depth(12, [("100.0", "0"), ("100.2", "4")], [("100.5", "0")], first=11))
+    context.on_depth(_depth(12, [("100.0", "0"), ("100.2", "4")], [("100.5", "0")], first=11, seq=2))
 
     snap = context.snapshot()
 
     assert snap.book_synced
     assert (snap.best_bid, snap.best_ask, snap.spread) == (Decimal("100.2"), Decimal("101"), Decimal("0.8"))
     assert (snap.bid_levels, snap.ask_levels, snap.book_update_id) == (2, 1, 12)
-
-
-def test_a_gap_unsyncs_the_book_until_the_next_snapshot() -> None:
-    context = SymbolContext("X", 10, 60)
-    context.on_depth(_depth(10, [("1", "1")], [("2", "1")], snapshot=True))
-    context.on_depth(_depth(15, [("1.5", "1")], [], first=13))  # 11..12 missing
-
-    assert not context.snapshot().book_synced
-    assert context.snapshot().best_bid is None
-    assert context.book_gaps == 1
-    context.on_depth(_depth(16, [("1.6", "1")], [], first=16))  # ignored: no base
-    context.on_depth(_depth(20, [("1.1", "1")], [("2", "1")], snapshot=True))
-    assert context.snapshot().best_bid == Decimal("1.1")
-
-
-def test_prev_last_update_id_chain_is_checked_when_present() -> None:
-    context = SymbolContext("X", 10, 60)
-    context.on_depth(_depth(100, [("1", "1")], [("2", "1")], snapshot=True))
-    context.on_depth(_depth(110, [("1.2", "1")], [], first=95, prev=100))  # futures: U <= L <= u, pu == L
-    context.on_depth(_depth(120, [("1.3", "1")], [], first=115, prev=110))
-    assert context.snapshot().best_bid == Decimal("1.3")
-
-    context.on_depth(_depth(130, [], [], first=125, prev=121))  # pu != last u
-    assert context.book_gaps == 1
-    assert not context.book_synced
-
-
-def test_stale_deltas_are_ignored() -> None:
-    context = SymbolContext("X", 10, 60)
-    context.on_depth(_depth(10, [("1", "1")], [("2", "1")], snapshot=True))
-    context.on_depth(_depth(9, [("1", "0")], [], first=8))
-
-    assert context.snapshot().best_bid == Decimal(1)
-    assert context.stale_deltas == 1
+    await context.keeper.close()

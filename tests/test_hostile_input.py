@@ -348,36 +348,41 @@ def test_the_json_schema_states_the_decimal_rule_the_decoders_apply(text: str) -
     assert by_schema == by_rule
 
 
-def test_a_crossed_or_stuck_book_makes_context_degraded_with_the_reason() -> None:
-    context = SymbolContext("BTCUSDT", history=10, vwap_window_s=60)
+async def test_a_crossed_book_makes_context_degraded_and_resyncs_it() -> None:
+    asked: list[str] = []
+
+    async def feed(subject: str, body: bytes) -> tuple[dict[str, str], bytes]:
+        asked.append(subject)
+        raise TimeoutError("no feed")
+
+    context = SymbolContext("BTCUSDT", history=10, vwap_window_s=60, request=feed)
     snapshot = DepthUpdate(
         exchange="stub",
         symbol="BTCUSDT",
         bids=[(Decimal("10"), Decimal("1"))],
         asks=[(Decimal("11"), Decimal("1"))],
         is_snapshot=True,
-        last_update_id=10**12,  # an id from nowhere: every real delta is now "older"
+        last_update_id=10,
         ts_event=1,
         ts_recv=1,
+        seq=1,
+        feed_run="RUN",
     )
     context.on_depth(decode_depth(snapshot.to_json()))
     crossed = snapshot.model_copy(
         update={
             "is_snapshot": False,
-            "first_update_id": 10**12 + 1,
-            "last_update_id": 10**12 + 1,
+            "first_update_id": 11,
+            "last_update_id": 11,
+            "seq": 2,
             "bids": [(Decimal("12"), Decimal("1"))],
         }
     )
     context.on_depth(decode_depth(crossed.to_json()))
 
-    assert any("book crossed" in p for p in context.problems())
+    problems = context.problems()  # sees the crossed book: reports it, and resyncs it by request
 
-    for i in range(120):
-        delta = snapshot.model_copy(
-            update={"is_snapshot": False, "first_update_id": 5 + i, "last_update_id": 5 + i}
-        )
-        context.on_depth(decode_depth(delta.to_json()))
-
-    assert not context.book_synced  # lost, waiting for a snapshot, not silently stuck
-    assert any("older than the book" in p for p in context.problems())
+    assert any("book crossed" in p for p in problems)
+    assert not context.book_synced
+    await eventually(lambda: asked == ["md.BTCUSDT.book"])
+    await context.keeper.close()

@@ -67,6 +67,8 @@ class Bus:
         self._refused: asyncio.Future[BaseException] | None = None
         self._last_error: BaseException | None = None
         self._log_sampler = LogSampler()
+        #: Called with a reason when messages may have been lost: a slow-consumer drop, a reconnect.
+        self._loss_listeners: list[Callable[[str], None]] = []
 
     @classmethod
     async def connect(
@@ -177,6 +179,7 @@ class Bus:
             return
         if isinstance(error, SlowConsumerError):
             self.stats.slow_consumer_drops += 1
+            self._lost("slow_consumer")
             if (
                 self.stats.slow_consumer_drops in (1, 10, 100, 1000)
                 or self.stats.slow_consumer_drops % 10000 == 0
@@ -209,8 +212,21 @@ class Bus:
         if not self.nc.is_closed and not self.nc.is_draining:
             log.warning("nats_disconnected")
 
+    def on_loss(self, listener: Callable[[str], None]) -> None:
+        """``listener(reason)`` whenever messages may have been lost (``slow_consumer``,
+        ``reconnected``): whoever keeps state from a stream must treat it as a gap."""
+        self._loss_listeners.append(listener)
+
+    def _lost(self, reason: str) -> None:
+        for listener in self._loss_listeners:
+            try:
+                listener(reason)
+            except Exception as error:  # a listener's bug must not break the connection's callbacks
+                log.warning("nats_loss_listener_failed", error=repr(error))
+
     async def _on_reconnected(self) -> None:
         self.stats.reconnects += 1
+        self._lost("reconnected")
         log.info("nats_reconnected", server=self.server)
 
 

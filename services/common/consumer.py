@@ -30,6 +30,7 @@ from services.common import messaging
 from services.common.bus import Bus
 from services.common.instruments import LAG_SAMPLE_EVERY, messaging_attributes, observable_counter
 from services.common.logging import LogSampler, get_logger
+from services.common.markets import Instruments
 from services.common.rates import RollingCounter, seed_metrics
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 
@@ -56,6 +57,9 @@ class MarketDataSubscriber:
     ) -> None:
         self.bus = bus
         self.symbols = symbols
+        #: What it follows: SYMBOLS and their derivative ids, as the feed publishes them (``markets``).
+        self.instruments = Instruments(symbols)
+        self.ignored = 0  # messages of instruments it does not follow
         self._on_trade = on_trade
         self._on_depth = on_depth
         # When downstream queues fill up, the callback yields to let their tasks catch up, so a
@@ -94,29 +98,30 @@ class MarketDataSubscriber:
         ]
 
     async def start(self) -> None:
-        for symbol in self.symbols:
-            await self.bus.subscribe(
-                subjects.trades(symbol),
-                self._handler("trade", decode_trade, symbol, self.trade_rate, self._on_trade),
-            )
-            await self.bus.subscribe(
-                subjects.depth(symbol),
-                self._handler("depth", decode_depth, symbol, self.depth_rate, self._on_depth),
-            )
+        """Subscribe to every instrument's trades and depth; follow those of SYMBOLS (``markets``)."""
+        await self.bus.subscribe(
+            subjects.ALL_TRADES, self._handler("trade", decode_trade, self.trade_rate, self._on_trade)
+        )
+        await self.bus.subscribe(
+            subjects.ALL_DEPTH, self._handler("depth", decode_depth, self.depth_rate, self._on_depth)
+        )
         await self.bus.nc.flush()
 
     def _handler(
         self,
         kind: str,
         decode: Callable[[bytes], MarketMsg],
-        symbol: str,
         rate: RollingCounter,
         hook: Callable[[Any, Context | None], None],
     ) -> Callable[[Msg], Awaitable[None]]:
-        """The NATS callback of one subject: decode -> check -> count -> hand on."""
-        consumed, pressure = self.consumed, self._pressure
+        """The NATS callback of one kind: route by subject -> decode -> check -> count -> hand on."""
+        consumed, pressure, follows = self.consumed, self._pressure, self.instruments.follows
 
         async def on_msg(msg: Msg) -> None:
+            symbol = msg.subject[3 : msg.subject.rindex(".")]  # md.<SYMBOL>.<kind>: one token
+            if not follows(symbol):
+                self.ignored += 1
+                return
             if msg.headers:  # sampled: a trace and/or a lag sample
                 await self._instrumented(msg, kind, decode, symbol, hook)
                 return

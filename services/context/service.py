@@ -30,10 +30,11 @@ log = get_logger(SERVICE)
 class ContextService:
     def __init__(self, bus: Bus, settings: ContextSettings, telemetry: Telemetry | None = None) -> None:
         self.bus = bus
-        self.contexts = {
-            s: SymbolContext(s, settings.context_history_trades, settings.context_vwap_window_s)
-            for s in settings.symbols
-        }
+        self.settings = settings
+        #: One context per instrument it follows (SYMBOLS and their -PERP / _<expiry> ids), made as
+        #: the instrument's first message arrives.
+        self.contexts: dict[str, SymbolContext] = {}
+        bus.on_loss(self._lost)
         self.telemetry = telemetry or setup_telemetry(SERVICE, TelemetrySettings(otel_sdk_disabled=True))
         self.subscriber = MarketDataSubscriber(
             bus, settings.symbols, self._on_trade, self._on_depth, telemetry=self.telemetry, service=SERVICE
@@ -50,16 +51,46 @@ class ContextService:
         observable_counter(
             meter,
             "md.book.gaps",
-            lambda: [(c.book_gaps, {"service": SERVICE, "symbol": s}) for s, c in self.contexts.items()],
+            lambda: [
+                (c.book_gaps, {"service": SERVICE, "symbol": s}) for s, c in list(self.contexts.items())
+            ],
             "{gap}",
-            "depth update-id gaps detected (the book waits for the next snapshot)",
+            "gaps in a book's depth stream (seq gaps, a new feed run, lost messages): it resyncs by request",
+        )
+        observable_counter(
+            meter,
+            "md.book.recoveries",
+            lambda: [
+                (c.keeper.stats.recoveries, {"service": SERVICE, "symbol": s})
+                for s, c in list(self.contexts.items())
+            ],
+            "{recovery}",
+            "times a book became synced again (from the feed's book on request, or a snapshot)",
         )
 
+    def _context(self, symbol: str) -> SymbolContext:
+        context = self.contexts.get(symbol)
+        if context is None:
+            settings = self.settings
+            context = self.contexts[symbol] = SymbolContext(
+                symbol, settings.context_history_trades, settings.context_vwap_window_s, self._request
+            )
+        return context
+
+    async def _request(self, subject: str, body: bytes) -> tuple[dict[str, str], bytes]:
+        reply = await self.bus.request(subject, body, timeout_s=2.0)
+        return dict(reply.headers or {}), reply.data
+
+    def _lost(self, reason: str) -> None:
+        """NATS may have dropped messages (a slow consumer, a reconnect): every book resyncs."""
+        for context in self.contexts.values():
+            context.keeper.lost(reason, f"messages may have been lost ({reason})")
+
     def _on_trade(self, tick: TradeMsg, _: Context | None) -> None:
-        self.contexts[tick.symbol].on_trade(tick)
+        self._context(tick.symbol).on_trade(tick)
 
     def _on_depth(self, update: DepthMsg, _: Context | None) -> None:
-        self.contexts[update.symbol].on_depth(update)
+        self._context(update.symbol).on_depth(update)
 
     async def on_snapshot_request(self, request: Request) -> None:
         started = time.perf_counter()
@@ -76,7 +107,10 @@ class ContextService:
             if context is None:
                 self.unknown_queries += 1
                 known = sorted(self.contexts)
-                message = f"unknown symbol {rules.preview(symbol)}: this context service keeps {known}"
+                message = (
+                    f"unknown symbol {rules.preview(symbol)}: this context service follows "
+                    f"{sorted(self.settings.symbols)} and has data for {known}"
+                )
                 body = orjson.dumps({"error": message, "code": 404, "known_symbols": sorted(self.contexts)})
                 span.set_attribute("error.type", "unknown_symbol")
                 await request.respond_error("404", message, data=body)
@@ -114,9 +148,18 @@ class ContextService:
             "slow_consumer_drops": self.bus.stats.slow_consumer_drops,
             "queries": self.queries,
             "failed_queries": self.failed_queries,
+            "follows": sorted(self.settings.symbols),
+            "ignored_messages": self.subscriber.ignored,
             "symbols": {
-                s: {"trades": c.trade_count, "book_synced": c.book_synced, "book_gaps": c.book_gaps}
-                for s, c in self.contexts.items()
+                s: {
+                    "trades": c.trade_count,
+                    "book_synced": c.book_synced,
+                    "book": c.keeper.reason,
+                    "book_gaps": c.book_gaps,
+                    "book_recoveries": c.keeper.stats.recoveries,
+                    "book_requests": c.keeper.stats.requests,
+                }
+                for s, c in sorted(self.contexts.items())
             },
         }
 
@@ -139,6 +182,8 @@ async def run_context(settings: ContextSettings, stop: asyncio.Event) -> int:
     log.info("service_started", symbols=settings.symbols)
     await stop.wait()
     await health.stop()
+    for context in service.contexts.values():
+        await context.keeper.close()
     await bus.drain()
     telemetry.shutdown()
     log.info("service_stopped", **service.details())
