@@ -145,9 +145,15 @@ class Bus:
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         await self.nc.publish(subject, payload, headers=headers)
 
-    async def subscribe(self, subject: str, handler: MsgHandler, queue: str = "") -> Subscription:
-        """A ``cb=`` subscription (the fast path in nats-py; keep ``handler`` short)."""
-        return await self.nc.subscribe(subject, queue=queue, cb=handler)
+    async def subscribe(
+        self, subject: str, handler: MsgHandler, queue: str = "", pending_msgs_limit: int = 524_288
+    ) -> Subscription:
+        """A ``cb=`` subscription (the fast path in nats-py; keep ``handler`` short). Past
+        ``pending_msgs_limit`` undelivered messages nats-py drops (a slow consumer): counted, and
+        reported to ``on_loss`` listeners."""
+        return await self.nc.subscribe(
+            subject, queue=queue, cb=handler, pending_msgs_limit=pending_msgs_limit
+        )
 
     async def request(self, subject: str, payload: bytes = b"", timeout_s: float = 1.0) -> Msg:
         return await self.nc.request(subject, payload, timeout=timeout_s)

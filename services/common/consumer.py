@@ -54,8 +54,10 @@ class MarketDataSubscriber:
         pressure: Callable[[], bool] | None = None,
         telemetry: Telemetry | None = None,
         service: str = "consumer",
+        pending_msgs_limit: int = 524_288,
     ) -> None:
         self.bus = bus
+        self.pending_msgs_limit = pending_msgs_limit
         self.symbols = symbols
         #: What it follows: SYMBOLS and their derivative ids, as the feed publishes them (``markets``).
         self.instruments = Instruments(symbols)
@@ -99,12 +101,11 @@ class MarketDataSubscriber:
 
     async def start(self) -> None:
         """Subscribe to every instrument's trades and depth; follow those of SYMBOLS (``markets``)."""
-        await self.bus.subscribe(
-            subjects.ALL_TRADES, self._handler("trade", decode_trade, self.trade_rate, self._on_trade)
-        )
-        await self.bus.subscribe(
-            subjects.ALL_DEPTH, self._handler("depth", decode_depth, self.depth_rate, self._on_depth)
-        )
+        limit = self.pending_msgs_limit
+        on_trade = self._handler("trade", decode_trade, self.trade_rate, self._on_trade)
+        await self.bus.subscribe(subjects.ALL_TRADES, on_trade, pending_msgs_limit=limit)
+        on_depth = self._handler("depth", decode_depth, self.depth_rate, self._on_depth)
+        await self.bus.subscribe(subjects.ALL_DEPTH, on_depth, pending_msgs_limit=limit)
         await self.bus.nc.flush()
 
     def _handler(

@@ -67,6 +67,12 @@ class CommonSettings(BaseSettings):
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTCUSDT"], description="comma-separated instrument ids"
     )
+    nats_pending_msgs_limit: int = Field(
+        default=524_288,
+        ge=1,
+        description="messages a subscription may hold undelivered before NATS drops (a slow consumer: "
+        "counted, and every book resyncs)",
+    )
     log_level: LogLevel = "INFO"
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="uvloop (faster) or the standard asyncio loop"

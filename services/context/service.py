@@ -37,7 +37,13 @@ class ContextService:
         bus.on_loss(self._lost)
         self.telemetry = telemetry or setup_telemetry(SERVICE, TelemetrySettings(otel_sdk_disabled=True))
         self.subscriber = MarketDataSubscriber(
-            bus, settings.symbols, self._on_trade, self._on_depth, telemetry=self.telemetry, service=SERVICE
+            bus,
+            settings.symbols,
+            self._on_trade,
+            self._on_depth,
+            telemetry=self.telemetry,
+            service=SERVICE,
+            pending_msgs_limit=settings.nats_pending_msgs_limit,
         )
         self.stale_after_s = settings.health_stale_after_s
         self.queries = 0

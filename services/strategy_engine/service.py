@@ -46,6 +46,7 @@ class StrategyEngine:
             pressure=self._under_pressure,
             telemetry=telemetry,
             service=SERVICE,
+            pending_msgs_limit=settings.nats_pending_msgs_limit,
         )
         self.bus = bus
         self.stale_after_s = settings.health_stale_after_s

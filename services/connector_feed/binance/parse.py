@@ -110,8 +110,10 @@ Parsed = Trade | DepthDiff | PartialBook | Control | Unpublished
 
 
 def instrument_id(venue_symbol: str, market: Market) -> str:
-    """``BTCUSDT`` (spot) / ``BTCUSDT-PERP`` (USD-M perpetual): one subject token."""
-    return venue_symbol.upper() + ("-PERP" if market == "usdm" else "")
+    """Our instrument id, one subject token: ``BTCUSDT`` (spot), ``BTCUSDT-PERP`` (a USD-M
+    perpetual); a USD-M delivery contract keeps its own id (``BTCUSDT_250627``)."""
+    symbol = venue_symbol.upper()
+    return symbol + "-PERP" if market == "usdm" and "_" not in symbol else symbol
 
 
 class BinanceParser:

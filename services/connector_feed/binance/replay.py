@@ -157,8 +157,7 @@ class ReplayConnector(NativeConnector):
             except MalformedFrame as error:
                 self.decoder.count_malformed(error.reason, error.detail)
                 return []
-            symbol = venue_symbol + ("-PERP" if self.market == "usdm" else "")
-            return self.decoder.on_snapshot(symbol, snapshot)
+            return self.decoder.on_snapshot(instrument_id(venue_symbol, self.market), snapshot)
         return self.decoder.on_frame(text, recv_ns).events
 
     def _read(self, index: int, path: Path) -> Iterator[Line]:
