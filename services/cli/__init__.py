@@ -80,11 +80,16 @@ def up(
     docs/security.md.
     """
     from services.cli.up import run_stack
+    from services.connector_feed.binance.settings import BinanceSettings
     from services.connector_feed.settings import FeedSettings
 
     settings = _common_settings()
     try:
-        source_chosen = "data_source" in load_settings(FeedSettings).model_fields_set  # env or .env
+        # A source chosen in the environment or .env: DATA_SOURCE, or a Binance market (BINANCE_MARKET).
+        source_chosen = (
+            "data_source" in load_settings(FeedSettings).model_fields_set
+            or "binance_market" in load_settings(BinanceSettings).model_fields_set
+        )
     except SettingsError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None

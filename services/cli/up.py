@@ -65,11 +65,14 @@ class Child:
 
 def child_env(source_chosen: bool) -> dict[str, str]:
     """The services' environment: ours, plus the stub as the source unless the user chose one
-    (in the environment or in .env)."""
+    (DATA_SOURCE or BINANCE_MARKET, in the environment or in .env; BINANCE_MARKET alone means
+    Binance)."""
     env = dict(os.environ)
     if not source_chosen:
         env["DATA_SOURCE"] = "hft_connector"
         env.setdefault("CONNECTOR_NAME", "stub")
+    else:
+        env.setdefault("DATA_SOURCE", "binance_ws")
     return env
 
 
@@ -132,6 +135,17 @@ async def wait_ready(
     finally:
         await nc.close()
     return all_ready
+
+
+async def published_instruments(url: str, security: NatsSecurity | None) -> list[str]:
+    """The instrument ids the feed really publishes (``BTCUSDT-PERP`` on USD-M ...), from its health."""
+    nc = await connect(url, security=security)
+    try:
+        reply = await ask_health(nc, "connector_feed", 1.0)
+    finally:
+        await nc.close()
+    instruments = reply.get("instruments")
+    return [str(i) for i in instruments] if isinstance(instruments, list) else []
 
 
 def report_exit(child: Child, console: Console) -> None:
@@ -233,7 +247,7 @@ async def run_stack(
             + f", symbols: {','.join(settings.symbols)}"
         )
         ready = await wait_ready(children, url, ready_timeout_s, console, security)
-        symbol = settings.symbols[0]
+        symbol = (await published_instruments(url, security) or settings.symbols)[0]
         console.print(
             ("[green]stack is up.[/]" if ready else "[yellow]stack is up, with problems (above).[/]")
             + " Try, in another terminal:\n"

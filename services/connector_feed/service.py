@@ -46,6 +46,7 @@ def feed_health(
             "dropped": {"trades": dropped.trades, "depth": dropped.depth, **{"by_reason": dropped.by_reason}},
             "rejected": dict(stream.rejected),
             "feed_run": stream.feed_run,
+            "instruments": sorted(stream.instruments),
             "books": None if books is None else books.health(),
         }
 
