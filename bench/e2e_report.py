@@ -10,7 +10,7 @@ from bench._harness import console, median, show
 
 WIDTH = 140  # wide enough for one line per row, even when the output is not a terminal
 METRICS = {
-    "throughput": ("trades_per_s", "lost", "contender_cpu_s"),
+    "throughput": ("trades_per_s", "lost", "cpu_us_per_trade"),
     "latency": ("p50_us", "p90_us", "p99_us"),
     "quiet": ("p50_us", "p90_us", "p99_us", "max_us"),
 }
@@ -62,6 +62,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, An
                 c,
                 _fmt(_get(m, "throughput", c, "trades_per_s")),
                 _fmt(_get(m, "throughput", c, "lost")),
+                _fmt(_get(m, "throughput", c, "cpu_us_per_trade"), 1),
                 " / ".join(_fmt(_get(m, "latency", c, k)) for k in ("p50_us", "p90_us", "p99_us")),
                 " / ".join(_fmt(_get(m, "quiet", c, k)) for k in ("p50_us", "p90_us", "p99_us")),
             ]
@@ -72,6 +73,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, An
             "contender",
             f"trades/s ({args.throughput_trades:,} back to back)",
             "lost",
+            "CPU µs/trade",
             f"µs p50 / p90 / p99 @ {args.latency_rate:g}/s",
             f"quiet µs p50 / p90 / p99 ({args.quiet_gap_ms} ms gaps)",
         ],

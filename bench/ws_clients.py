@@ -97,6 +97,7 @@ def run_client(fake: Child, port: int, python: str, client: str, plan: dict[str,
     stats = latency_stats(go["first_id"], sent["send_ns"], got["trade_ids"], got["recv_ns"])
     stats["frames_per_s"] = sent["frames"] / ((got["end_ns"] - sent["send_ns"][0]) / 1e9)
     stats["frames"] = sent["frames"]
+    stats["cpu_us_per_frame"] = got["cpu_s"] * 1e6 / max(got["frames"], 1)
     return stats
 
 
@@ -107,6 +108,14 @@ def burst_plan(trades: int, depth_every: int) -> dict[str, Any]:
 def paced_plan(rate: float, seconds: float, depth_every: int) -> dict[str, Any]:
     n = int(rate * seconds)
     return {"kind": "timed", "trades": n, "gaps_s": [1 / rate] * n, "depth_interval_s": depth_every / rate}
+
+
+def one_line(r: int, kind: str, client: str, x: dict[str, Any]) -> str:
+    return (
+        f"round {r + 1} {kind:5} {client:16} {x['frames_per_s']:>9,.0f}/s "
+        f"cpu {x['cpu_us_per_frame']:.2f} µs/frame p50 {x['p50_us']:,.0f} p99 {x['p99_us']:,.0f} µs "
+        f"lost {x['lost']}"
+    )
 
 
 def main() -> None:
@@ -163,17 +172,14 @@ def main() -> None:
                     for client in order:
                         result = run_client(fake, port, python, client, plan)
                         runs[client][kind].append(result)
-                        console.print(
-                            f"round {r + 1}/{args.rounds} {kind:5} {client:16} "
-                            f"{result['frames_per_s']:>10,.0f} frames/s  p50 {result['p50_us']:7.0f} µs  "
-                            f"p99 {result['p99_us']:7.0f} µs  lost {result['lost']}"
-                        )
+                        console.print(one_line(r, kind, client, result), soft_wrap=True)
         finally:
             fake.close()
     medians = {
         c: {
             "burst_frames_per_s": median([x["frames_per_s"] for x in by["burst"]]),
             "burst_lost": median([x["lost"] for x in by["burst"]]),
+            "burst_cpu_us_per_frame": median([x["cpu_us_per_frame"] for x in by["burst"]]),
             "paced_p50_us": median([x["p50_us"] for x in by["paced"]]),
             "paced_p90_us": median([x["p90_us"] for x in by["paced"]]),
             "paced_p99_us": median([x["p99_us"] for x in by["paced"]]),
@@ -182,11 +188,12 @@ def main() -> None:
     }
     show(
         f"WebSocket clients reading the fake Binance (medians of {args.rounds} rounds)",
-        ["client", "burst frames/s", "paced p50 µs", "p90 µs", "p99 µs"],
+        ["client", "burst frames/s", "CPU µs/frame", "paced p50 µs", "p90 µs", "p99 µs"],
         [
             [
                 c,
                 m["burst_frames_per_s"],
+                f"{m['burst_cpu_us_per_frame']:.2f}",
                 f"{m['paced_p50_us']:.0f}",
                 f"{m['paced_p90_us']:.0f}",
                 f"{m['paced_p99_us']:.0f}",

@@ -15,7 +15,8 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from bench.e2e_fake import Conn, Plan, Venue
+from bench.e2e_conn import Conn
+from bench.e2e_fake import Plan, Venue
 from bench.e2e_frames import (
     FIRST_TRADE_ID,
     depth_pool,
@@ -123,3 +124,21 @@ async def test_the_fake_serves_rest_and_a_combined_stream_to_real_clients() -> N
     assert trades == list(range(FIRST_TRADE_ID, FIRST_TRADE_ID + 500))
     assert len(diffs) == 25 and diffs[0]["U"] == snapshot["lastUpdateId"]
     assert (result["trades"], result["depth_frames"], len(result["send_ns"])) == (500, 25, 500)
+
+
+async def test_a_client_may_subscribe_live_instead_of_in_the_url() -> None:
+    venue = Venue(trade_pool(50, seed=2, t0_ms=T0_MS), depth_pool(20, seed=4, t0_ms=T0_MS))
+    venue.warm = False
+    server = await asyncio.get_running_loop().create_server(lambda: Conn(venue), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/stream") as ws:
+            await ws.send('{"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 7}')
+            reply = orjson.loads(await ws.recv())
+            venue.start(venue.conns[0], Plan(kind="burst", trades=10, depth_every=20))
+            frames = [orjson.loads(await ws.recv()) for _ in range(10)]
+    finally:
+        server.close()
+
+    assert reply == {"result": None, "id": 7}
+    assert [f["data"]["t"] for f in frames] == list(range(FIRST_TRADE_ID, FIRST_TRADE_ID + 10))
