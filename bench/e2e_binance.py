@@ -178,7 +178,8 @@ def run_once(
         finally:
             stop(process)
             bar.remove_task(task)
-    stats = latency_stats(go["first_id"], sent["send_ns"], got["ids"], got["recv_ns"])
+    timed = plan["kind"] == "timed"  # paced runs keep every latency (pooled percentiles over rounds)
+    stats = latency_stats(go["first_id"], sent["send_ns"], got["ids"], got["recv_ns"], keep=timed)
     stats |= {"depth_frames_sent": sent["depth_frames"], "depth_msgs_published": got["depth_msgs"]}
     stats["contender_cpu_s"] = round(cpu_s, 3)  # while measuring, warm-up excluded
     stats["cpu_us_per_trade"] = cpu_s * 1e6 / max(plan["trades"], 1)

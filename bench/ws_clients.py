@@ -45,8 +45,11 @@ def start_fake(trades: int, diffs: int, log: Path) -> tuple[Child, int]:
     return fake, int(fake.read(120)["port"])
 
 
-def latency_stats(first_id: int, send_ns: list[int], ids: list[int], recv_ns: list[int]) -> dict[str, Any]:
-    """Join receipts to sends by trade id: delivered, lost, duplicates, latency percentiles (µs)."""
+def latency_stats(
+    first_id: int, send_ns: list[int], ids: list[int], recv_ns: list[int], keep: bool = False
+) -> dict[str, Any]:
+    """Join receipts to sends by trade id: delivered, lost, duplicates, latency percentiles (µs);
+    with ``keep``, every latency too (``latencies_us``, in trade order)."""
     first_seen: dict[int, int] = {}
     duplicates = 0
     for trade_id, ns in zip(ids, recv_ns, strict=True):
@@ -56,9 +59,11 @@ def latency_stats(first_id: int, send_ns: list[int], ids: list[int], recv_ns: li
                 duplicates += 1
             else:
                 first_seen[k] = ns
-    lat = sorted((ns - send_ns[k]) / 1000 for k, ns in first_seen.items())
+    in_order = [(first_seen[k] - send_ns[k]) / 1000 for k in sorted(first_seen)]
+    lat = sorted(in_order)
     span_s = (max(first_seen.values()) - send_ns[0]) / 1e9 if first_seen else float("nan")
-    return {
+    kept = {"latencies_us": [round(x) for x in in_order]} if keep else {}
+    return kept | {
         "sent": len(send_ns),
         "delivered": len(first_seen),
         "lost": len(send_ns) - len(first_seen),
