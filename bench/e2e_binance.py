@@ -130,9 +130,16 @@ def plan_for(scenario: str, args: argparse.Namespace, round_no: int) -> dict[str
 
 
 def run_once(
-    contender: Contender, plan: dict[str, Any], fake: Child, sub: Child, log: Path, bar: Progress
+    contender: Contender,
+    plan: dict[str, Any],
+    fake: Child,
+    sub: Child,
+    log: Path,
+    bar: Progress,
+    keep_latencies: bool = False,
 ) -> dict[str, Any]:
-    """Start the contender, warm it up, send the plan, collect every receipt; then stop it."""
+    """Start the contender, warm it up, send the plan, collect every receipt; then stop it.
+    ``keep_latencies``: every trade's latency in the result (to pool percentiles over rounds)."""
     fake.call("arm", warm=True)
     sub.call("reset")
     task = bar.add_task(f"{contender.label}: warming up", total=plan["trades"])
@@ -178,8 +185,7 @@ def run_once(
         finally:
             stop(process)
             bar.remove_task(task)
-    timed = plan["kind"] == "timed"  # paced runs keep every latency (pooled percentiles over rounds)
-    stats = latency_stats(go["first_id"], sent["send_ns"], got["ids"], got["recv_ns"], keep=timed)
+    stats = latency_stats(go["first_id"], sent["send_ns"], got["ids"], got["recv_ns"], keep=keep_latencies)
     stats |= {"depth_frames_sent": sent["depth_frames"], "depth_msgs_published": got["depth_msgs"]}
     stats["contender_cpu_s"] = round(cpu_s, 3)  # while measuring, warm-up excluded
     stats["cpu_us_per_trade"] = cpu_s * 1e6 / max(plan["trades"], 1)
@@ -251,7 +257,8 @@ def main() -> None:
                         for contender in team[r % len(team) :] + team[: r % len(team)]:
                             log = tmp / f"{contender.label.replace(' ', '_')}-{scenario}-{r}.log"
                             try:
-                                result = run_once(contender, plan, fake, sub, log, bar)
+                                quiet = scenario == "quiet"
+                                result = run_once(contender, plan, fake, sub, log, bar, keep_latencies=quiet)
                             except Exception as error:  # one failed run must not lose the others
                                 result = {"error": repr(error)}
                             result |= {"round": r, "scenario": scenario, "contender": contender.label}

@@ -76,7 +76,7 @@ def _check(value: float, ok: bool) -> bool | None:
 
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     m = medians(runs)
-    pool = pooled(runs)  # the quiet scenario's ~200 trades a run make a noisy p99 alone
+    pool = pooled(runs)  # quiet runs keep every latency: ~200 trades a run make a noisy p99 alone
     contenders = list(dict.fromkeys(r["contender"] for r in runs))
     rows = []
     for c in contenders:
