@@ -1,6 +1,6 @@
 """One WebSocket client reading the bench's fake Binance until its end marker (``bench/ws_clients.py``).
 
-    python bench/ws_client_runner.py CLIENT ws://127.0.0.1:PORT/stream?streams=...
+    python bench/ws_client_runner.py CLIENT ws://127.0.0.1:PORT/stream?streams=... OUT.json
 
 CLIENT: ``raw`` (a hand-written asyncio protocol: handshake, then frame headers parsed in
 Python; the ceiling for reading this fake), ``websockets`` (``async for`` over the connection,
@@ -8,7 +8,7 @@ text decoded to ``str``), ``websockets-bytes`` (``recv(decode=False)``), ``aioht
 (``ws_connect``, ``async for``), ``picows`` (its ``on_ws_frame`` callback). All on uvloop.
 
 In the loop each client only stores ``(time.time_ns(), frame)``; trade ids are decoded after the
-end marker. Prints one JSON line: frames, trade ids with their receipt times, end-marker time.
+end marker. Writes OUT.json: frames, trade ids with their receipt times, end-marker time, CPU.
 Standalone (stdlib, orjson, uvloop, the client library), so it runs in a throwaway venv.
 """
 
@@ -161,9 +161,10 @@ async def main_async(client: str, url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    client, url = sys.argv[1], sys.argv[2]
+    client, url, out = sys.argv[1], sys.argv[2], sys.argv[3]
     result = uvloop.run(main_async(client, url))
-    sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    with open(out, "wb") as file:
+        file.write(orjson.dumps(result))
 
 
 if __name__ == "__main__":

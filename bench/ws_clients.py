@@ -80,8 +80,10 @@ def run_client(fake: Child, port: int, python: str, client: str, plan: dict[str,
     """One client process reading one plan from the fake; frames/s and receive latency."""
     fake.call("arm", warm=False)
     url = f"ws://127.0.0.1:{port}/stream?streams={STREAMS}"
-    with tempfile.TemporaryFile() as err:
-        process = subprocess.Popen([python, str(RUNNER), client, url], stdout=subprocess.PIPE, stderr=err)
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "received.json"
+        argv = [python, str(RUNNER), client, url, str(out)]
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.monotonic() + 30
             while fake.call("status")["ws_connections"] < 1:
@@ -92,13 +94,13 @@ def run_client(fake: Child, port: int, python: str, client: str, plan: dict[str,
             time.sleep(0.3)
             go = fake.call("go", plan={**plan, "end_marker": True})
             sent = fake.call("result", timeout_s=600)
-            out, _ = process.communicate(timeout=120)
+            process.wait(timeout=120)
         finally:
             stop(process)
         if process.returncode:
             err.seek(0)
-            raise RuntimeError(f"{client} failed: {err.read().decode()[-2000:]}")
-    got = orjson.loads(out)
+            raise RuntimeError(f"{client} failed ({process.returncode}): {err.read().decode()[-2000:]}")
+        got = orjson.loads(out.read_bytes())
     stats = latency_stats(go["first_id"], sent["send_ns"], got["trade_ids"], got["recv_ns"])
     stats["frames_per_s"] = sent["frames"] / ((got["end_ns"] - sent["send_ns"][0]) / 1e9)
     stats["frames"] = sent["frames"]
@@ -175,19 +177,27 @@ def main() -> None:
                 order = clients[r % len(clients) :] + clients[: r % len(clients)]
                 for kind, plan in plans.items():
                     for client in order:
-                        result = run_client(fake, port, python, client, plan)
+                        try:
+                            result = run_client(fake, port, python, client, plan)
+                        except Exception as error:  # one failed run must not lose the others
+                            console.print(f"round {r + 1} {kind} {client} FAILED: {error!r}", soft_wrap=True)
+                            continue
                         runs[client][kind].append(result)
                         console.print(one_line(r, kind, client, result), soft_wrap=True)
         finally:
             fake.close()
+
+    def med(by: dict[str, list[dict[str, Any]]], kind: str, key: str) -> float:
+        return median([x[key] for x in by[kind]]) if by[kind] else float("nan")
+
     medians = {
         c: {
-            "burst_frames_per_s": median([x["frames_per_s"] for x in by["burst"]]),
-            "burst_lost": median([x["lost"] for x in by["burst"]]),
-            "burst_cpu_us_per_frame": median([x["cpu_us_per_frame"] for x in by["burst"]]),
-            "paced_p50_us": median([x["p50_us"] for x in by["paced"]]),
-            "paced_p90_us": median([x["p90_us"] for x in by["paced"]]),
-            "paced_p99_us": median([x["p99_us"] for x in by["paced"]]),
+            "burst_frames_per_s": med(by, "burst", "frames_per_s"),
+            "burst_lost": med(by, "burst", "lost"),
+            "burst_cpu_us_per_frame": med(by, "burst", "cpu_us_per_frame"),
+            "paced_p50_us": med(by, "paced", "p50_us"),
+            "paced_p90_us": med(by, "paced", "p90_us"),
+            "paced_p99_us": med(by, "paced", "p99_us"),
         }
         for c, by in runs.items()
     }
@@ -205,6 +215,7 @@ def main() -> None:
             ]
             for c, m in medians.items()
         ],
+        width=120,
     )
     save(
         args.json,
