@@ -180,6 +180,7 @@ def run_once(
                     break
                 time.sleep(0.1)
             cpu_s = cpu_seconds(process.pid) - cpu0
+            health = sub.call("health", service="connector_feed") if contender.kind == "ours" else {}
             sent = fake.call("result", timeout_s=60)
             got = sub.call("dump", timeout_s=120)
         finally:
@@ -190,6 +191,8 @@ def run_once(
     stats["contender_cpu_s"] = round(cpu_s, 3)  # while measuring, warm-up excluded
     stats["cpu_us_per_trade"] = cpu_s * 1e6 / max(plan["trades"], 1)
     stats["nats_errors"] = got["errors"]
+    if health:  # what ours says about itself after the run (its own dropped counters)
+        stats["health"] = health.get("health") or health
     return stats
 
 
@@ -280,10 +283,14 @@ def one_line(r: dict[str, Any]) -> str:
     head = f"round {r['round'] + 1} {r['scenario']:10} {r['contender']:16}"
     if "error" in r:
         return f"{head} FAILED {r['error'][:300]}"
-    return (
+    line = (
         f"{head} {r['trades_per_s']:>9,.0f}/s lost {r['lost']:<6} "
         f"p50 {r['p50_us']:,.0f} p99 {r['p99_us']:,.0f} µs cpu {r['cpu_us_per_trade']:.1f} µs/trade"
     )
+    dropped = (r.get("health") or {}).get("dropped")
+    if isinstance(dropped, dict):  # what ours' health says it dropped
+        line += f" (health: dropped {dropped.get('trades')} trades, {dropped.get('depth')} depth)"
+    return line
 
 
 if __name__ == "__main__":

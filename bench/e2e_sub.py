@@ -7,7 +7,7 @@ The callback only stores ``(time.time_ns(), payload)``; payloads are decoded (``
 every contender publishes) when the parent asks for them, so decoding never delays a receipt.
 Depth messages are only counted (proof that each contender published its book alongside).
 Commands (``bench/e2e_procs.py``): ``reset``, ``count`` (with the last message's trade id),
-``dump`` (ids and receipt times), ``quit``.
+``dump`` (ids and receipt times), ``health`` (a service's health reply), ``quit``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import nats
 import orjson
 import uvloop
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
 from bench.e2e_procs import serve_control
+from schemas import subjects
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -71,7 +73,17 @@ async def main_async(args: argparse.Namespace) -> None:
             "errors": errors[:10],
         }
 
-    await serve_control({"reset": reset, "count": count, "dump": dump}, {"ready": True})
+    async def health(request: dict[str, Any]) -> dict[str, Any]:
+        """A service's health reply over NATS (``hftfeed health``'s request), or why there is none."""
+        try:
+            reply = await nc.request(subjects.health(request["service"]), b"", timeout=2)
+            body: dict[str, Any] = orjson.loads(reply.data)
+            return {"health": body}
+        except (TimeoutError, NatsError, orjson.JSONDecodeError) as error:
+            return {"health": None, "why": repr(error)}
+
+    handlers = {"reset": reset, "count": count, "dump": dump, "health": health}
+    await serve_control(handlers, {"ready": True})
     await nc.close()
 
 
