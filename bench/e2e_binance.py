@@ -53,6 +53,7 @@ from services.common.natsserver import NatsServer
 
 CRYPTOFEED_PACKAGES = ["cryptofeed==2.4.1", "nats-py", "orjson", "uvloop"]
 SCENARIOS = ("throughput", "latency", "quiet")
+CONTENDERS = ("ours", "cryptofeed", "floor")
 WARM_TRADES = 5  # trades the subscriber must see before a contender counts as live
 SETTLE_S = 0.5  # then this long more (the book snapshot, first publishes) before measuring
 
@@ -109,8 +110,8 @@ def lineup(
     quiet_ours = (
         [
             Contender(f"ours poll={p}ms", "ours", ours_argv, ours_env | {"CONNECTOR_POLL_INTERVAL_MS": p})
-            for p in args.quiet_poll_ms.split(",")
-            if p.strip()
+            for p in (x.strip() for x in args.quiet_poll_ms.split(","))
+            if p
         ]
         if "ours" in chosen
         else []
@@ -204,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--contenders", default="ours,cryptofeed,floor")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--throughput-trades", type=int, default=100_000)
@@ -225,6 +226,11 @@ def main() -> None:
     args = parser.parse_args()
     info = machine()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(scenarios) - set(SCENARIOS) | {
+        c.strip() for c in args.contenders.split(",") if c.strip()
+    } - set(CONTENDERS)
+    if unknown:
+        parser.error(f"unknown scenario or contender: {sorted(unknown)}")
     if "cryptofeed" in args.contenders and not args.cryptofeed_python:
         args.cryptofeed_python = str(ensure_venv(CACHE / "cfvenv", CRYPTOFEED_PACKAGES))
     pool = args.throughput_trades + int(args.latency_rate * args.latency_seconds) + args.quiet_trades + 3000
