@@ -74,13 +74,13 @@ def progress(description: str, total: int) -> Iterator[Any]:
         yield Advance()
 
 
-def show(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+def show(title: str, columns: list[str], rows: list[list[Any]], width: int | None = None) -> None:
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*[f"{v:,.0f}" if isinstance(v, float) and v > 100 else str(v) for v in row])
-    Console(highlight=False).print(table)
+    Console(highlight=False, width=width).print(table)
 
 
 def save(path: str | None, result: dict[str, Any]) -> None:
