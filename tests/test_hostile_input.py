@@ -21,7 +21,6 @@ import jsonschema
 import orjson
 import pytest
 from nats.aio.client import Client
-from opentelemetry import metrics, trace
 
 from schemas import DepthUpdate, Signal, Status, TradeTick, rules, subjects
 from schemas.wire import TradeMsg, decode_depth, decode_trade
@@ -31,18 +30,18 @@ from services.common.reconnect import ReconnectPolicy
 from services.common.vwap import RollingVwap
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.binance.settings import BinanceSettings
+from services.connector_feed.connector import Delivered
 from services.connector_feed.events import Trade
-from services.connector_feed.metrics import FeedLagHistograms
 from services.connector_feed.normalize import EventRejected, Normalizer
-from services.connector_feed.publisher import Publisher
 from services.connector_feed.service import feed_health
+from services.connector_feed.stream import HFTConnectorStream
 from services.context.state import SymbolContext
 from services.strategy_engine.runner import StrategyRunner
 from services.strategy_engine.settings import StrategySettings
 from services.strategy_engine.strategy import Strategy
 from tests.fake_binance import FakeBinance, book_scenario
 from tests.fakes import ScriptedConnector
-from tests.helpers import collect, eventually, running_stream
+from tests.helpers import collect, eventually, native, running_stream
 
 ROOT = Path(__file__).parent.parent
 RECV = 1_770_000_000_000_000_000
@@ -162,17 +161,18 @@ async def test_a_venue_refusing_a_symbol_marks_it_down_and_the_others_carry_on(
     assert not any(r.startswith(f"{good} ") for r in report["reasons"])  # the good symbol is live
 
 
-async def test_the_publisher_counts_what_it_cannot_send_and_logs_a_sample(nats_url: str) -> None:
+async def test_what_nats_will_not_take_is_counted_never_fatal(nats_url: str) -> None:
     bus = await Bus.connect(nats_url, "test-publisher")
+    stream = HFTConnectorStream(native(ScriptedConnector(), ["BTCUSDT"], QUICK), bus, 1000)
     await bus.nc.close()  # every publish now fails
-    publisher = Publisher(bus, trace.NoOpTracer(), FeedLagHistograms(metrics.NoOpMeter("t")))
-    trade = Trade("stub", "BTCUSDT", 1, "1", "1", "buy", False, 1, 2)
+    trades: list[Delivered] = [Trade("stub", "BTCUSDT", i, "1", "1", "buy", False, 1, 2) for i in range(500)]
 
-    await publisher.publish_all([trade] * 500)
+    await stream.deliver(trades)
 
-    assert publisher.publish_errors == 500
-    assert publisher.published["trade"] == 0
-    assert sum(publisher.publish_errors_by_reason.values()) == 500
+    assert stream.publisher.publish_errors == 500
+    assert stream.published["trade"] == 0
+    assert stream.dropped.by_reason == {"publish_failed": 500}
+    assert sum(stream.publisher.publish_errors_by_reason.values()) == 500
 
 
 def test_the_log_sampler_writes_at_most_n_lines_per_reason_per_minute_and_counts_the_rest() -> None:

@@ -146,11 +146,17 @@ async def test_spot_and_usdm_flow_through_every_service_with_symbols_in_any_case
             services.start("strategy_engine")
             services.start("connector_feed")
             await venue.wait_for_subscribers(live.streams, timeout=15)
+            await _ready(nc, "context", "strategy_engine")  # subscribed before the first trade
             await live.play(len(live.diffs))
-            snap = await _eventually_matches(nc, instrument, live)
+            await _eventually_matches(nc, instrument, live)
+            for _ in range(100):  # trades come over their own connection (USD-M /market), in their own time
+                snap = await _context_book(nc, instrument)
+                if snap is not None and snap.trade_count == len(live.diffs):
+                    break
+                await asyncio.sleep(0.05)
             await eventually(lambda: bool(signals), timeout_s=10)
 
-    assert snap.symbol == instrument and snap.trade_count == len(live.diffs)
+    assert snap is not None and snap.symbol == instrument and snap.trade_count == len(live.diffs)
     assert snap.exchange == ("binance" if market == "spot" else "binance_usdm")
     assert all(m.subject == f"signals.vwap.{instrument}" for m in signals)
 
@@ -177,6 +183,16 @@ async def test_a_context_restarted_mid_stream_is_synced_within_two_seconds(
             await _eventually_matches(nc, unique, live)
 
     assert synced_in < 2.0, f"context took {synced_in:.2f}s to hold a synced book"
+
+
+async def _ready(nc: Client, *services: str) -> None:
+    for service in services:
+        for _ in range(300):
+            try:
+                await nc.request(subjects.health(service), b"", timeout=0.5)
+                break
+            except (TimeoutError, nats.errors.NoRespondersError):
+                await asyncio.sleep(0.05)
 
 
 async def _time_to_synced(nc: Client, instrument: str, started: float) -> float:

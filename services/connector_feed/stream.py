@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import trace
 
@@ -34,6 +34,7 @@ from services.common.telemetry import Telemetry, TelemetrySettings, setup_teleme
 from services.connector_feed.books import FeedBooks
 from services.connector_feed.connector import ConnectorGaveUp, Delivered, NativeConnector
 from services.connector_feed.events import Depth, Event, Trade
+from services.connector_feed.lanes import Lanes
 from services.connector_feed.metrics import LAG_SAMPLE_EVERY, FeedLagHistograms
 from services.connector_feed.normalize import EventRejected, Normalizer
 from services.connector_feed.publisher import Publisher
@@ -69,7 +70,7 @@ class HFTConnectorStream:
         self.instruments = frozenset(connector.instruments())
         #: This run's id on every message (schemas.models.SEQUENCE_RULE), and the last seq per subject.
         self.feed_run = new_feed_run()
-        self._seq: dict[tuple[type, str], int] = {}
+        self.lanes = Lanes()
         self.normalizer = Normalizer(connector.exchange, sorted(self.instruments))
         self.books = FeedBooks()  # for symbols whose connector keeps no book of its own
         self.queue: deque[Queued] = deque()
@@ -80,8 +81,6 @@ class HFTConnectorStream:
         self._drainer: asyncio.Task[None] | None = None
         self.gave_up = False
         self.last_event_ns: int | None = None  # receipt time (wall clock) of the newest event
-        self.received = {"trade": 0, "depth": 0}
-        self.received_by_key: dict[tuple[str, str, str], int] = {}
         self.rejected: dict[str, int] = {}
         self.rejected_by_key: dict[tuple[str, str, str, str], int] = {}
         #: The connector's own last state per symbol (from the Status events it reported).
@@ -99,14 +98,22 @@ class HFTConnectorStream:
         self._trace_countdown = self.telemetry.gap()  # 0: tracing off (counts below zero, never hits 0)
         self.publisher = Publisher(bus, self._tracer, self.lags)
 
-    # The publisher's counters, where health, metrics and callers look for them.
+    # The lanes' counters, where health, metrics and callers look for them.
     @property
     def published(self) -> dict[str, int]:
-        return self.publisher.published
+        return self.lanes.totals("published")
 
     @property
     def published_by_key(self) -> dict[tuple[str, str, str], int]:
-        return self.publisher.published_by_key
+        return self.lanes.by_key("published")
+
+    @property
+    def received(self) -> dict[str, int]:
+        return self.lanes.totals("received")
+
+    @property
+    def received_by_key(self) -> dict[tuple[str, str, str], int]:
+        return self.lanes.by_key("received")
 
     @property
     def statuses(self) -> dict[str, str]:
@@ -168,31 +175,57 @@ class HFTConnectorStream:
             self._drainer = asyncio.create_task(self._drain(), name="feed-drain")
 
     async def _drain(self) -> None:
-        """Publish the queue, oldest first; an item leaves the queue only once it is published,
-        so a cancelled drain (shutdown) loses nothing: ``close`` publishes the rest."""
+        """Publish the queue, oldest first; an item leaves the queue only once it is handed to
+        nats-py, so a cancelled drain (shutdown) loses nothing: ``close`` publishes the rest.
+
+        The common case - market data without a trace or a lag sample - is published right here
+        (subject from its lane, the contract's bytes, one nats-py call); the rest through
+        ``Publisher``."""
         if self._draining:
             return
         self._draining = True
-        queue, publish, room = self.queue, self.publisher.publish, self._room
+        queue, room, publisher = self.queue, self._room, self.publisher
+        trade_lanes, depth_lanes = self.lanes.trades, self.lanes.depth
+        nc_publish = self.bus.nc.publish
         task = asyncio.current_task()
-        sent_since_yield = 0
+        since_yield = 0
         try:
             while queue:
                 item = queue[0]
-                sent = await publish(item)
-                queue.popleft()
-                if not sent and type(item) is not Status:
-                    self._lost(item)  # type: ignore[arg-type]
+                kind = type(item)
+                if kind is Trade or kind is Depth:
+                    event: Event = item  # type: ignore[assignment]
+                    lane = (trade_lanes if kind is Trade else depth_lanes)[event.symbol]
+                    publisher.sent += 1
+                    lag_sample = not publisher.sent % LAG_SAMPLE_EVERY
+                    try:
+                        if event.trace is None and not lag_sample:
+                            await nc_publish(lane.subject, event.wire())
+                        else:
+                            await publisher.publish_sampled(event, lane.kind, lane.subject, lag_sample)
+                        lane.published += 1
+                        sent = True
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as error:  # per-message boundary: counted, a log sample
+                        publisher.failed(lane.kind, error)
+                        sent = False
+                    queue.popleft()
+                    if not sent:
+                        self._lost(event)
+                else:
+                    await publisher.publish_status(item)  # type: ignore[arg-type]
+                    queue.popleft()
                 if task is not None and task.cancelling():
                     # nats-py's publish can swallow a cancellation (its flush catches CancelledError):
                     # honour it here (the message is in nats-py's buffer), or a stopping reader reads on.
                     raise asyncio.CancelledError
                 if not room.is_set() and len(queue) <= self._low_water:
                     room.set()
-                sent_since_yield += 1
-                if sent_since_yield >= DRAIN_YIELD_EVERY and queue:
+                since_yield += 1
+                if since_yield >= DRAIN_YIELD_EVERY and queue:
                     # Let the loop run (nats-py's flusher writes, health answers) in a long burst.
-                    sent_since_yield = 0
+                    since_yield = 0
                     await asyncio.sleep(0)
         finally:
             self._draining = False
@@ -234,16 +267,16 @@ class HFTConnectorStream:
     # ---- accepting -------------------------------------------------------------------------
 
     def _accept_all(self, batch: Sequence[Delivered]) -> None:
+        instruments = self.instruments
         for item in batch:
             kind = type(item)
             if kind is Trade or kind is Depth:
-                event = cast(Event, item)
-                if event.symbol in self.instruments:
-                    self._accept(event)
+                if item.symbol in instruments:  # type: ignore[union-attr]
+                    self._accept(item)  # type: ignore[arg-type]
                 else:
-                    self._reject(event, self.normalizer.unknown(event.symbol))
+                    self._reject(item, self.normalizer.unknown(item.symbol))  # type: ignore[union-attr]
             elif kind is Status:
-                self._accept_status(cast(Status, item))
+                self._accept_status(item)  # type: ignore[arg-type]
             else:
                 self._accept_raw(item)
 
@@ -282,36 +315,39 @@ class HFTConnectorStream:
                 self._trace_countdown = countdown
         self.last_event_ns = ts_recv
         if type(event) is Trade:
-            kind = "trade"
-            self.received["trade"] += 1
+            lane = self.lanes.trades.get(event.symbol) or self.lanes.add(
+                "trade", event.exchange, event.symbol
+            )
             self.trade_rate.add(1, ts_recv * 1e-9)
         else:
-            kind = "depth"
-            self.received["depth"] += 1
+            lane = self.lanes.depth.get(event.symbol) or self.lanes.add("depth", event.exchange, event.symbol)
             self.depth_rate.add(1, ts_recv * 1e-9)
             if self.connector.book(event.symbol) is None:
                 self.books.apply(event)  # type: ignore[arg-type]
-        self._sequence(event)
-        key = (kind, event.exchange, event.symbol)
-        self.received_by_key[key] = self.received_by_key.get(key, 0) + 1
+        lane.received += 1
+        lane.seq += 1  # the event's place in its subject's stream, in order of publication
+        event.seq = lane.seq
+        event.feed_run = self.feed_run
         self._accepted += 1
-        if self._accepted % LAG_SAMPLE_EVERY == 0:
-            self.lags.exchange_to_receive(event, kind)
+        if not self._accepted % LAG_SAMPLE_EVERY:
+            self.lags.exchange_to_receive(event, lane.kind)
         self.queue.append(event)
         if debug_enabled():
             self._log_event(event)
 
     def _sequence(self, event: Event) -> None:
-        """The next ``seq`` of the event's (kind, symbol) in this run: assigned as it is accepted, so
-        it follows the order of publication, and a book's state and its seq change together."""
-        key = (type(event), event.symbol)
-        seq = self._seq[key] = self._seq.get(key, 0) + 1
-        event.seq = seq
+        """The next ``seq`` of the event's lane (for an event the feed makes itself: a snapshot)."""
+        kind = "trade" if type(event) is Trade else "depth"
+        lanes = self.lanes.trades if kind == "trade" else self.lanes.depth
+        lane = lanes.get(event.symbol) or self.lanes.add(kind, event.exchange, event.symbol)
+        lane.seq += 1
+        event.seq = lane.seq
         event.feed_run = self.feed_run
 
     def depth_seq(self, symbol: str) -> int:
         """The seq of the last depth message of ``symbol`` accepted (0: none yet)."""
-        return self._seq.get((Depth, symbol), 0)
+        lane = self.lanes.depth.get(symbol)
+        return 0 if lane is None else lane.seq
 
     def _trace(self, event: Event, ts_recv: int) -> None:
         """A sampled event: its receive span (from ts_recv to now) roots its trace."""

@@ -57,6 +57,7 @@ class Link:
     resume: Callable[[Link], None] | None = None  # called when the link paused: wait for room, resume
     _partial: bytearray | None = None  # a fragmented message being reassembled
     _binary: bool = False  # the message being received is a binary one
+    paused: bool = False  # reading stopped until the feed has room
 
     @property
     def is_open(self) -> bool:
@@ -82,7 +83,8 @@ class Link:
             self.last_frame_at = time.monotonic()
             self.frames += 1
             assert self.handler is not None
-            if not self.handler(payload, time.time_ns(), self, self._binary):
+            if not self.handler(payload, time.time_ns(), self, self._binary) and not self.paused:
+                self.paused = True  # once: the frames already read are handled; no more are read
                 transport.underlying_transport.pause_reading()
                 if self.resume is not None:
                     self.resume(self)
@@ -92,6 +94,7 @@ class Link:
             transport.disconnect()
 
     def resume_reading(self) -> None:
+        self.paused = False
         if self.is_open:
             assert self.transport is not None
             self.transport.underlying_transport.resume_reading()
