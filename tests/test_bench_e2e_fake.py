@@ -8,6 +8,7 @@ carry the same trades, and the hand-written server must speak HTTP and WebSocket
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from decimal import Decimal
 
 import aiohttp
@@ -33,7 +34,7 @@ from tests.helpers import eventually
 T0_MS = 1_770_000_000_000
 
 
-def as_decimals(levels: list[tuple[str, str]]) -> dict[Decimal, Decimal]:
+def as_decimals(levels: Sequence[Sequence[str]]) -> dict[Decimal, Decimal]:
     return {Decimal(p): Decimal(q) for p, q in levels}
 
 

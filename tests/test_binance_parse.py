@@ -112,8 +112,8 @@ def test_depth_diffs_spot_and_futures() -> None:
         157,
         160,
         None,
-        [("0.0024", "10")],
-        [("0.0026", "0.00000000")],
+        [["0.0024", "10"]],  # the venue's own level arrays, kept (no copy per level)
+        [["0.0026", "0.00000000"]],
         1672515782136 * 1_000_000,
         RECV,
     )
@@ -150,7 +150,7 @@ def test_partial_books() -> None:
         RECV,
     )
 
-    assert spot == PartialBook("BTCUSDT", 160, [("1.0", "2")], [("1.1", "3")], RECV, RECV)
+    assert spot == PartialBook("BTCUSDT", 160, [["1.0", "2"]], [["1.1", "3"]], RECV, RECV)
     assert (
         isinstance(futures, PartialBook) and futures.last_update_id == 9 and futures.symbol == "BTCUSDT-PERP"
     )

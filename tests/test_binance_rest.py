@@ -27,7 +27,7 @@ async def test_snapshot_honours_retry_after_on_429_and_418() -> None:
 
         snapshot = await fetcher.fetch("BTCUSDT")
 
-    assert snapshot.last_update_id == 42 and snapshot.bids == [("1.00000000", "2.00000000")]
+    assert snapshot.last_update_id == 42 and snapshot.bids == [["1.00000000", "2.00000000"]]
     assert sleeps.calls == [3.0, 7.0]
     assert fetcher.rate_limited == 2 and fetcher.used_weight > 0
 

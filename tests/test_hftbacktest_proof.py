@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def backtest(python: Path, tmp_path: Path, *files: Path, snapshot: Path | None =
     return states
 
 
-def in_ticks(levels: list[tuple[str, str]]) -> list[list[int]]:
+def in_ticks(levels: Sequence[Sequence[str]]) -> list[list[int]]:
     return [[int(Decimal(p) / Decimal(TICK)), int(Decimal(q) / Decimal(LOT))] for p, q in levels]
 
 

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -71,7 +71,7 @@ def _book(messages: list[Any]) -> OrderBook:
     return book
 
 
-def _as_dict(levels: list[tuple[str, str]]) -> dict[str, str]:
+def _as_dict(levels: Sequence[Sequence[str]]) -> dict[str, str]:
     return {price_key(p): format(Decimal(q), "f") for p, q in levels}
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from operator import itemgetter
 
-WireLevel = tuple[str, str]
+WireLevel = Sequence[str]  # (price, qty): schemas.rules.Level
 
 
 def price_key(price: str) -> str:

@@ -26,7 +26,7 @@ from nats.micro.request import Request
 
 from schemas import rules, subjects
 from services.common.logging import get_logger
-from services.connector_feed.events import Depth
+from services.connector_feed.events import Depth, WireLevel
 from services.connector_feed.stream import HFTConnectorStream
 
 log = get_logger("connector_feed")
@@ -71,8 +71,8 @@ class BookRequests:
     def _snapshot(
         self,
         symbol: str,
-        bids: list[tuple[str, str]],
-        asks: list[tuple[str, str]],
+        bids: list[WireLevel],
+        asks: list[WireLevel],
         last: int | None,
         seq: int | None,
     ) -> Depth:
@@ -140,7 +140,7 @@ class BookRequests:
         }
 
 
-def sorted_now(levels: list[tuple[str, str]], descending: bool) -> list[tuple[str, str]]:
+def sorted_now(levels: list[WireLevel], descending: bool) -> list[WireLevel]:
     return sorted(levels, key=lambda level: Decimal(level[0]), reverse=descending)
 
 

@@ -7,6 +7,7 @@ contracts (``TradeTick`` / ``DepthUpdate``) serialise to - ``tests/test_wire_con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -15,7 +16,7 @@ from opentelemetry.context import Context
 from schemas import SCHEMA_VERSION, DepthUpdate, TradeTick
 from schemas.types import decimal_to_wire
 
-WireLevel = tuple[str, str]
+WireLevel = Sequence[str]  # (price, qty): schemas.rules.Level
 
 
 @dataclass(slots=True)
@@ -34,6 +35,8 @@ class Trade:
     feed_run: str | None = None
     #: Trace context of a sampled event (its receive span); None for the unsampled majority.
     trace: Context | None = None
+    #: Traced or a lag sample: published through ``Publisher.publish_sampled`` (span, publish time).
+    sampled: bool = False
 
     def wire(self) -> bytes:
         return orjson.dumps(
@@ -77,8 +80,8 @@ class Trade:
 class Depth:
     exchange: str
     symbol: str
-    bids: list[WireLevel]
-    asks: list[WireLevel]
+    bids: Sequence[WireLevel]
+    asks: Sequence[WireLevel]
     is_snapshot: bool
     first_update_id: int | None
     last_update_id: int
@@ -88,6 +91,7 @@ class Depth:
     seq: int | None = None
     feed_run: str | None = None
     trace: Context | None = None
+    sampled: bool = False
 
     def wire(self) -> bytes:
         return orjson.dumps(

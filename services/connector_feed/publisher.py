@@ -1,8 +1,8 @@
 """The publishing half of the feed, for what is not the common case.
 
 The feed's drain (``stream``) publishes unsampled market data itself, one nats-py call each. Here:
-a traced event gets a PRODUCER span and ``traceparent``, a lag sample its publish time
-(``Md-Publish-Ns``); ``Status`` changes go to ``md.<SYMBOL>.status``; and every failure is
+a sampled event gets its publish time (``Md-Publish-Ns``) and, when traced, a PRODUCER span
+and ``traceparent``; ``Status`` changes go to ``md.<SYMBOL>.status``; and every failure is
 counted by reason and logged as a sample.
 """
 
@@ -28,7 +28,6 @@ class Publisher:
         self.bus = bus
         self._tracer = tracer
         self.lags = lags
-        self.sent = 0  # market-data messages handed to NATS (the lag-sample clock)
         self.publish_errors = 0
         self.publish_errors_by_reason: dict[str, int] = {}
         self.statuses: dict[str, str] = {}  # symbol -> the last published state
@@ -50,14 +49,13 @@ class Publisher:
                 suppressed=suppressed,
             )
 
-    async def publish_sampled(self, event: Event, kind: str, subject: str, lag_sample: bool) -> None:
-        """A traced message (PRODUCER span + traceparent) and/or a lag sample (publish time)."""
+    async def publish_sampled(self, event: Event, kind: str, subject: str) -> None:
+        """A sampled message: its publish time (``Md-Publish-Ns``, the receive->publish lag) and,
+        when traced, a PRODUCER span and ``traceparent``."""
         payload = event.wire()
-        headers: dict[str, str] = {}
-        if lag_sample:
-            now = time.time_ns()
-            headers[messaging.PUBLISH_NS_HEADER] = str(now)
-            self.lags.receive_to_publish(event, kind, now)
+        now = time.time_ns()
+        headers = {messaging.PUBLISH_NS_HEADER: str(now)}
+        self.lags.receive_to_publish(event, kind, now)
         if event.trace is None:
             await self.bus.publish(subject, payload, headers)
             return

@@ -2,14 +2,18 @@
 
 It is the ``FeedSink`` a connector delivers to. ``deliver`` takes everything parsed from one
 frame, accepts each item (a native connector's validated ``Trade`` / ``Depth``, a seed-format
-dict or contract from a polling connector, normalised here, or a ``Status``), counts it, keeps
-the book of symbols whose connector keeps none, and queues it; then, when no one else is
-publishing, it publishes the queue right away in the caller's task (no hand-off, no sleep). The
+dict or contract from a polling connector, normalised here, or a ``Status``), sequences it on its
+lane, keeps the book of symbols whose connector keeps none, and queues it; then, when no one else
+is publishing, it publishes the queue right away in the caller's task (no hand-off, no sleep). The
 queue is bounded by backpressure, not by loss: ``deliver`` returns only once the queue is below
 ``max_queue``, so a connector reads its socket no faster than the feed publishes. A publish that
 fails (NATS unreachable past nats-py's buffer) is the one loss left: it is counted in health's
 ``dropped`` and the metrics, and the next depth message of that symbol is a snapshot of the feed's
 book, announced by a ``Status``.
+
+Per event the hot path does one lane lookup, a seq, a queue append and, when publishing, one
+nats-py call; counters are the lanes', read when asked. Sampled events (traced, or one lag sample
+per ``LAG_SAMPLE_NS`` of receipt time) take the slower ``Publisher`` path.
 """
 
 from __future__ import annotations
@@ -20,30 +24,33 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from opentelemetry import trace
 
 from schemas import Status, subjects
 from services.common import messaging
-from services.common.book import BookCopy
 from services.common.bus import Bus
 from services.common.logging import LogSampler, debug_enabled, get_logger
-from services.common.rates import RollingCounter, seed_metrics
 from services.common.telemetry import Telemetry, TelemetrySettings, setup_telemetry
 from services.connector_feed.books import FeedBooks
 from services.connector_feed.connector import ConnectorGaveUp, Delivered, NativeConnector
 from services.connector_feed.events import Depth, Event, Trade
-from services.connector_feed.lanes import Lanes
-from services.connector_feed.metrics import LAG_SAMPLE_EVERY, FeedLagHistograms
+from services.connector_feed.lanes import Lane, LaneRates, Lanes
+from services.connector_feed.metrics import FeedLagHistograms
 from services.connector_feed.normalize import EventRejected, Normalizer
 from services.connector_feed.publisher import Publisher
 from services.connector_feed.queue import Drops, Queued
+from services.connector_feed.stream_views import StreamViews
 
 log = get_logger("connector_feed")
 
 #: A drain that keeps finding work yields to the loop this often (messages).
 DRAIN_YIELD_EVERY = 128
+#: At most one lag sample (both lag histograms, and ``Md-Publish-Ns`` for consumers) per this much
+#: receipt time: ~100 a second under load, every event of a quiet symbol. A histogram record costs
+#: ~8 us, so sampling by count would tax a busy feed and starve a quiet one.
+LAG_SAMPLE_NS = 10_000_000
+RATES_SYNC_S = 1.0
 
 
 def new_feed_run() -> str:
@@ -51,7 +58,7 @@ def new_feed_run() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-class HFTConnectorStream:
+class HFTConnectorStream(StreamViews):
     def __init__(
         self,
         connector: NativeConnector,
@@ -71,70 +78,58 @@ class HFTConnectorStream:
         #: This run's id on every message (schemas.models.SEQUENCE_RULE), and the last seq per subject.
         self.feed_run = new_feed_run()
         self.lanes = Lanes()
+        for symbol in sorted(self.instruments):
+            self._add_lanes(symbol)
+        self.rates = LaneRates(self.lanes)
         self.normalizer = Normalizer(connector.exchange, sorted(self.instruments))
         self.books = FeedBooks()  # for symbols whose connector keeps no book of its own
         self.queue: deque[Queued] = deque()
         self.dropped = Drops()
         self._room = asyncio.Event()
         self._room.set()
+        self._full = False  # a deliverer waits for room
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
         self.gave_up = False
         self.last_event_ns: int | None = None  # receipt time (wall clock) of the newest event
         self.rejected: dict[str, int] = {}
         self.rejected_by_key: dict[tuple[str, str, str, str], int] = {}
-        #: The connector's own last state per symbol (from the Status events it reported).
         self.symbol_states: dict[str, tuple[str, str]] = {}
         self._log_sampler = LogSampler()
-        # Wall-clock counters fed with each event's receipt time: no extra clock read per event.
-        self.trade_rate = RollingCounter(clock=time.time)
-        self.depth_rate = RollingCounter(clock=time.time)
         self.telemetry = telemetry or setup_telemetry(
             "connector_feed", TelemetrySettings(otel_sdk_disabled=True)
         )
         self._tracer = self.telemetry.tracer()
         self.lags = FeedLagHistograms(self.telemetry.meter())
-        self._accepted = 0
+        self._next_lag_ns = 0
         self._trace_countdown = self.telemetry.gap()  # 0: tracing off (counts below zero, never hits 0)
         self.publisher = Publisher(bus, self._tracer, self.lags)
 
-    # The lanes' counters, where health, metrics and callers look for them.
-    @property
-    def published(self) -> dict[str, int]:
-        return self.lanes.totals("published")
-
-    @property
-    def published_by_key(self) -> dict[tuple[str, str, str], int]:
-        return self.lanes.by_key("published")
-
-    @property
-    def received(self) -> dict[str, int]:
-        return self.lanes.totals("received")
-
-    @property
-    def received_by_key(self) -> dict[tuple[str, str, str], int]:
-        return self.lanes.by_key("received")
-
-    @property
-    def statuses(self) -> dict[str, str]:
-        return self.publisher.statuses
-
-    @property
-    def connected(self) -> bool:
-        return self.connector.is_connected()
+    def _add_lanes(self, symbol: str) -> None:
+        exchange = self.connector.exchange
+        self.lanes.add("trade", exchange, symbol)
+        self.lanes.add("depth", exchange, symbol, feed_keeps_book=self.connector.book(symbol) is None)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Let the connector deliver until cancelled (or until it gives up: ``ConnectorGaveUp``)."""
+        ticker = asyncio.create_task(self._sync_rates(), name="feed-rates")
         try:
             await self.connector.run(self)
         except ConnectorGaveUp:
             self.gave_up = True
             raise
         finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
             if self._drainer is not None:
                 await asyncio.gather(self._drainer, return_exceptions=True)
+
+    async def _sync_rates(self) -> None:
+        while True:
+            await asyncio.sleep(RATES_SYNC_S)
+            self.rates.sync()
 
     async def close(self) -> None:
         """Stop the connector (fast, lossless) and publish everything it delivered."""
@@ -166,6 +161,7 @@ class HFTConnectorStream:
 
     async def room(self) -> None:
         while len(self.queue) >= self.max_queue:
+            self._full = True
             self._room.clear()
             await self._room.wait()
 
@@ -178,13 +174,13 @@ class HFTConnectorStream:
         """Publish the queue, oldest first; an item leaves the queue only once it is handed to
         nats-py, so a cancelled drain (shutdown) loses nothing: ``close`` publishes the rest.
 
-        The common case - market data without a trace or a lag sample - is published right here
+        The common case - market data neither traced nor a lag sample - is published right here
         (subject from its lane, the contract's bytes, one nats-py call); the rest through
         ``Publisher``."""
         if self._draining:
             return
         self._draining = True
-        queue, room, publisher = self.queue, self._room, self.publisher
+        queue, publisher = self.queue, self.publisher
         trade_lanes, depth_lanes = self.lanes.trades, self.lanes.depth
         nc_publish = self.bus.nc.publish
         task = asyncio.current_task()
@@ -196,40 +192,44 @@ class HFTConnectorStream:
                 if kind is Trade or kind is Depth:
                     event: Event = item  # type: ignore[assignment]
                     lane = (trade_lanes if kind is Trade else depth_lanes)[event.symbol]
-                    publisher.sent += 1
-                    lag_sample = not publisher.sent % LAG_SAMPLE_EVERY
                     try:
-                        if event.trace is None and not lag_sample:
-                            await nc_publish(lane.subject, event.wire())
+                        if event.sampled:
+                            await publisher.publish_sampled(event, lane.kind, lane.subject)
                         else:
-                            await publisher.publish_sampled(event, lane.kind, lane.subject, lag_sample)
-                        lane.published += 1
-                        sent = True
+                            await nc_publish(lane.subject, event.wire())
                     except asyncio.CancelledError:
                         raise
                     except Exception as error:  # per-message boundary: counted, a log sample
+                        queue.popleft()
                         publisher.failed(lane.kind, error)
-                        sent = False
-                    queue.popleft()
-                    if not sent:
                         self._lost(event)
+                    else:
+                        queue.popleft()
+                        lane.published += 1
                 else:
                     await publisher.publish_status(item)  # type: ignore[arg-type]
                     queue.popleft()
-                if task is not None and task.cancelling():
-                    # nats-py's publish can swallow a cancellation (its flush catches CancelledError):
-                    # honour it here (the message is in nats-py's buffer), or a stopping reader reads on.
-                    raise asyncio.CancelledError
-                if not room.is_set() and len(queue) <= self._low_water:
-                    room.set()
+                if self._full and len(queue) <= self._low_water:
+                    self._full = False
+                    self._room.set()
                 since_yield += 1
-                if since_yield >= DRAIN_YIELD_EVERY and queue:
-                    # Let the loop run (nats-py's flusher writes, health answers) in a long burst.
+                if since_yield >= DRAIN_YIELD_EVERY:
                     since_yield = 0
-                    await asyncio.sleep(0)
+                    self._honour_cancel(task)
+                    if queue:  # let the loop run (nats-py's flusher writes, health answers)
+                        await asyncio.sleep(0)
+            self._honour_cancel(task)
         finally:
             self._draining = False
-            room.set()
+            self._full = False
+            self._room.set()
+
+    @staticmethod
+    def _honour_cancel(task: asyncio.Task[object] | None) -> None:
+        """nats-py's publish can swallow a cancellation (its flush catches CancelledError): honour it
+        (what was published is in nats-py's buffer), or a stopping reader reads on."""
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
     def _lost(self, event: Event) -> None:
         """A message NATS would not take: counted; a symbol's lost depth is repaired by a snapshot
@@ -267,21 +267,62 @@ class HFTConnectorStream:
     # ---- accepting -------------------------------------------------------------------------
 
     def _accept_all(self, batch: Sequence[Delivered]) -> None:
-        instruments = self.instruments
+        """Sequence and queue a batch: the per-event work is here, with the state in locals."""
+        trade_lanes, depth_lanes = self.lanes.trades, self.lanes.depth
+        queue, feed_run = self.queue, self.feed_run
+        countdown, next_lag = self._trace_countdown, self._next_lag_ns
+        last_ns, decided = 0, False
         for item in batch:
             kind = type(item)
-            if kind is Trade or kind is Depth:
-                if item.symbol in instruments:  # type: ignore[union-attr]
-                    self._accept(item)  # type: ignore[arg-type]
-                else:
-                    self._reject(item, self.normalizer.unknown(item.symbol))  # type: ignore[union-attr]
+            if kind is Trade:
+                event: Event = item  # type: ignore[assignment]
+                lane = trade_lanes.get(event.symbol)
+            elif kind is Depth:
+                event = item  # type: ignore[assignment]
+                lane = depth_lanes.get(event.symbol)
             elif kind is Status:
                 self._accept_status(item)  # type: ignore[arg-type]
+                continue
+            else:  # a polling connector's raw event: normalised, its tracing decided on receipt
+                self._trace_countdown = countdown
+                normalised = self._normalise(item)
+                countdown = self._trace_countdown
+                if normalised is None:
+                    continue
+                event, decided = normalised, True
+                lane = (trade_lanes if type(event) is Trade else depth_lanes).get(event.symbol)
+            if lane is None:
+                self._reject(event, self.normalizer.unknown(event.symbol))
+                continue
+            ts_recv = last_ns = event.ts_recv
+            if decided:
+                decided = False
             else:
-                self._accept_raw(item)
+                countdown -= 1
+                if countdown == 0:
+                    countdown = self.telemetry.gap()
+                    if self.telemetry.within_budget(ts_recv):
+                        self._trace(event, ts_recv)
+            if ts_recv >= next_lag:
+                next_lag = ts_recv + LAG_SAMPLE_NS
+                event.sampled = True
+                self.lags.exchange_to_receive(event, lane.kind)
+            if lane.feed_keeps_book:
+                self.books.apply(event)  # type: ignore[arg-type]
+            lane.seq += 1  # the event's place in its subject's stream, in order of publication
+            event.seq = lane.seq
+            event.feed_run = feed_run
+            queue.append(event)
+        self._trace_countdown, self._next_lag_ns = countdown, next_lag
+        if last_ns:
+            self.last_event_ns = last_ns
+            if debug_enabled():
+                for item in batch:
+                    if type(item) is Trade or type(item) is Depth:
+                        self._log_event(item)
 
-    def _accept_raw(self, raw: object) -> None:
-        """A polling connector's event (seed dict or contract): normalised here, sampled for tracing."""
+    def _normalise(self, raw: object) -> Event | None:
+        """A polling connector's event (seed dict or contract), normalised; None when refused."""
         ts_recv = time.time_ns()
         countdown = self._trace_countdown - 1  # sampling decided before any tracer call
         traced = False
@@ -298,56 +339,19 @@ class HFTConnectorStream:
                 messaging.fail(span, error)
                 span.end()
             self._reject(raw, error)
-            return
+            return None
         if traced:
             self._trace(event, ts_recv)
-        self._accept(event, decided=True)
-
-    def _accept(self, event: Event, decided: bool = False) -> None:
-        ts_recv = event.ts_recv
-        if not decided:  # whether to trace it (a polling connector's events were decided on receipt)
-            countdown = self._trace_countdown - 1
-            if countdown == 0:
-                self._trace_countdown = self.telemetry.gap()
-                if self.telemetry.within_budget(ts_recv):
-                    self._trace(event, ts_recv)
-            else:
-                self._trace_countdown = countdown
-        self.last_event_ns = ts_recv
-        if type(event) is Trade:
-            lane = self.lanes.trades.get(event.symbol) or self.lanes.add(
-                "trade", event.exchange, event.symbol
-            )
-            self.trade_rate.add(1, ts_recv * 1e-9)
-        else:
-            lane = self.lanes.depth.get(event.symbol) or self.lanes.add("depth", event.exchange, event.symbol)
-            self.depth_rate.add(1, ts_recv * 1e-9)
-            if self.connector.book(event.symbol) is None:
-                self.books.apply(event)  # type: ignore[arg-type]
-        lane.received += 1
-        lane.seq += 1  # the event's place in its subject's stream, in order of publication
-        event.seq = lane.seq
-        event.feed_run = self.feed_run
-        self._accepted += 1
-        if not self._accepted % LAG_SAMPLE_EVERY:
-            self.lags.exchange_to_receive(event, lane.kind)
-        self.queue.append(event)
-        if debug_enabled():
-            self._log_event(event)
+        return event
 
     def _sequence(self, event: Event) -> None:
         """The next ``seq`` of the event's lane (for an event the feed makes itself: a snapshot)."""
-        kind = "trade" if type(event) is Trade else "depth"
-        lanes = self.lanes.trades if kind == "trade" else self.lanes.depth
-        lane = lanes.get(event.symbol) or self.lanes.add(kind, event.exchange, event.symbol)
+        lanes = self.lanes.trades if type(event) is Trade else self.lanes.depth
+        lane: Lane = lanes[event.symbol]
         lane.seq += 1
+        lane.made += 1
         event.seq = lane.seq
         event.feed_run = self.feed_run
-
-    def depth_seq(self, symbol: str) -> int:
-        """The seq of the last depth message of ``symbol`` accepted (0: none yet)."""
-        lane = self.lanes.depth.get(symbol)
-        return 0 if lane is None else lane.seq
 
     def _trace(self, event: Event, ts_recv: int) -> None:
         """A sampled event: its receive span (from ts_recv to now) roots its trace."""
@@ -361,6 +365,7 @@ class HFTConnectorStream:
             symbol=event.symbol,
         )
         event.trace = trace.set_span_in_context(span)
+        event.sampled = True
         span.end()
 
     def _accept_status(self, status: Status) -> None:
@@ -395,44 +400,12 @@ class HFTConnectorStream:
                 suppressed=suppressed,
             )
 
-    def book_copy(self, symbol: str) -> tuple[BookCopy, int] | None:
-        """The feed's book of ``symbol`` as it is now (unsorted) and the seq of the last depth message
-        reflected in it; None while the book is being (re)built."""
-        source = self.connector.book(symbol)
-        copy = self.books.copy(symbol) if source is None else (source.book.copy() if source.synced else None)
-        if copy is None or copy.last_update_id is None:
-            return None
-        return copy, self.depth_seq(symbol)
-
     def publish_snapshot(self, snapshot: Depth) -> None:
         """A snapshot the feed made of its own book: next in its depth stream, published in turn."""
         self._sequence(snapshot)
         self.queue.append(snapshot)
         if not self._draining:
             self._kick()
-
-    def book_snapshot(self, symbol: str) -> Depth | None:
-        """The feed's current book of ``symbol`` as a snapshot event (None while it has none)."""
-        source = self.connector.book(symbol)
-        if source is None:
-            return self.books.snapshot(symbol)
-        book = source.book
-        last = book.last_update_id
-        if not source.synced or last is None:
-            return None
-        now = time.time_ns()
-        return Depth(
-            self.connector.exchange,
-            symbol,
-            book.bids(),
-            book.asks(),
-            True,
-            None,
-            last,
-            None,
-            now,
-            now,
-        )
 
     def _log_event(self, event: Event) -> None:
         lag_ms = round((event.ts_recv - event.ts_event) / 1e6, 3)
@@ -459,41 +432,3 @@ class HFTConnectorStream:
                 asks=len(event.asks),
                 is_snapshot=event.is_snapshot,
             )
-
-    # ---- health ----------------------------------------------------------------------------
-
-    def problems(self) -> list[str]:
-        """Every symbol the connector reports as not live, with its reason (health's reasons)."""
-        return [
-            f"{symbol} {state}: {reason}"
-            for symbol, (state, reason) in sorted(self.symbol_states.items())
-            if state != "live"
-        ]
-
-    def queue_sizes(self) -> tuple[int, int]:
-        """(trades, depth) currently queued."""
-        trades = sum(1 for e in self.queue if type(e) is Trade)
-        return trades, sum(1 for e in self.queue if type(e) is Depth)
-
-    def last_ts_iso(self) -> str | None:
-        if self.last_event_ns is None:
-            return None
-        return datetime.fromtimestamp(self.last_event_ns / 1e9, tz=UTC).isoformat()
-
-    def connector_section(self) -> dict[str, Any]:
-        """The seed's ``connector`` health section."""
-        try:
-            connector_health = self.connector.health()
-        except Exception as error:  # a connector's health bug must not break ours
-            connector_health = {"error": repr(error)}
-        return {
-            "connected": self.connected,
-            "last_ts": self.last_ts_iso(),
-            "queue_size": len(self.queue),
-            "reconnection_attempts": self.connector.reconnection_attempts(),
-            "connector_health": connector_health,
-        }
-
-    def metrics(self) -> dict[str, Any]:
-        """The seed's metrics shape: per kind, per_minute_count, per_second_rate, queue_size."""
-        return seed_metrics(self.trade_rate, self.depth_rate, self.queue_sizes())

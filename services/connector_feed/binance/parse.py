@@ -14,7 +14,7 @@ A parser told its symbols refuses frames of any other symbol (``unknown_symbol``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,8 +49,8 @@ class DepthDiff:
     first_update_id: int  # U
     last_update_id: int  # u
     prev_last_update_id: int | None  # pu (futures only)
-    bids: list[WireLevel]
-    asks: list[WireLevel]
+    bids: Sequence[WireLevel]
+    asks: Sequence[WireLevel]
     ts_event: int
     ts_recv: int
 
@@ -60,8 +60,8 @@ class Snapshot:
     """A REST depth snapshot; ``raw`` keeps the body as received (for recordings)."""
 
     last_update_id: int
-    bids: list[WireLevel]
-    asks: list[WireLevel]
+    bids: Sequence[WireLevel]
+    asks: Sequence[WireLevel]
     raw: str = ""
 
 
@@ -84,8 +84,8 @@ def parse_rest_snapshot(body: str | bytes) -> Snapshot:
 class PartialBook:
     symbol: str
     last_update_id: int
-    bids: list[WireLevel]
-    asks: list[WireLevel]
+    bids: Sequence[WireLevel]
+    asks: Sequence[WireLevel]
     ts_event: int
     ts_recv: int
 
