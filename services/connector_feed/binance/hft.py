@@ -25,7 +25,6 @@ import asyncio
 from typing import Any
 
 from schemas import Status
-from services.common.logging import get_logger
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.binance.parse import EXCHANGE, instrument_id
@@ -39,8 +38,6 @@ from services.connector_feed.connector import (
 from services.connector_feed.events import Depth, Trade
 from services.connector_feed.handoff import Handoff
 from services.connector_feed.seed_format import depth_event, trade_event
-
-log = get_logger("binance")
 
 
 class BinanceHFTConnector(ConnectorWrapper):
