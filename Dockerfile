@@ -1,6 +1,6 @@
 # One image for connector_feed, strategy_engine and context (docker-compose.yml picks the command).
 #   docker build -t hftfeed:latest .
-#   docker run --rm -e NATS_URL=nats://host:4222 -e DATA_SOURCE=hft_connector hftfeed:latest
+#   docker run --rm -e NATS_URL=nats://host:4222 -e DATA_SOURCE=hft_connector -e CONNECTOR_NAME=stub hftfeed:latest
 # Lint: hadolint Dockerfile (tests/test_compose.py runs it).
 
 # --- builder: the project and its dependencies in a venv (pure Python + wheels: no compiler) ---

@@ -56,11 +56,13 @@ OUR_SERVICES = {
     "strategy_engine": "strategy-engine",
     "context": "context",
 }
-# Variables docker-compose.yml interpolates; each test sets them explicitly.
+# Variables docker-compose.yml interpolates or passes on; each test sets them explicitly.
 INTERPOLATED = (
     "DATA_SOURCE",
     "BINANCE_MARKET",
     "CONNECTOR_NAME",
+    "CONNECTOR_POLL_INTERVAL_MS",
+    "CONNECTOR_PAPER_TRADING",
     "SYMBOLS",
     "LOG_LEVEL",
     "OTEL_TRACES_SAMPLER_ARG",
@@ -394,9 +396,14 @@ def _own_service_problems(name: str, service: Mapping[str, Any]) -> list[str]:
 
 
 def run_compose(
-    compose_file: Path, tmp_path: Path, *args: str, env: Mapping[str, str] | None = None
+    compose_file: Path,
+    tmp_path: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """The Compose binary on ``compose_file``, hermetic: no .env, no COMPOSE_* or user Docker config."""
+    """The Compose binary on ``compose_file``, hermetic: no .env (unless ``env_file``), no COMPOSE_*
+    or user Docker config."""
     empty_env_file = tmp_path / "empty.env"
     empty_env_file.touch()
     base = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k not in INTERPOLATED}
@@ -409,7 +416,7 @@ def run_compose(
         str(compose_file.parent),
     ]
     return subprocess.run(
-        [*command, "--env-file", str(empty_env_file), *args],
+        [*command, "--env-file", str(env_file or empty_env_file), *args],
         capture_output=True,
         text=True,
         env={**base, **(env or {})},
@@ -419,7 +426,20 @@ def run_compose(
 
 
 OFFLINE = {"DATA_SOURCE": "hft_connector", "CONNECTOR_NAME": "stub"}
-LIVE = {"DATA_SOURCE": "binance_ws", "BINANCE_MARKET": "spot", "CONNECTOR_NAME": "stub"}
+# Connector settings are passed on only when set: none defaults to the stub (synthetic data).
+LIVE: dict[str, str | None] = {
+    "DATA_SOURCE": "binance_ws",
+    "BINANCE_MARKET": "spot",
+    "CONNECTOR_NAME": None,
+    "CONNECTOR_PAPER_TRADING": None,
+}
+# The seed guide's configuration example, as written.
+SEED_EXAMPLE = {
+    "DATA_SOURCE": "hft_connector",
+    "CONNECTOR_NAME": "binance_hft",
+    "CONNECTOR_POLL_INTERVAL_MS": "100",
+    "CONNECTOR_PAPER_TRADING": "true",
+}
 OVERRIDDEN = {
     "DATA_SOURCE": "binance_ws",
     "BINANCE_MARKET": "usdm",
@@ -429,9 +449,10 @@ OVERRIDDEN = {
     "OTEL_SDK_DISABLED": "true",
 }
 # name -> (the environment compose runs in, what connector_feed gets beyond the defaults)
-ENV_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+ENV_CASES: dict[str, tuple[dict[str, str], Mapping[str, str | None]]] = {
     "unset": ({}, LIVE),
     "offline-stub": (OFFLINE, OFFLINE),
+    "seed-example": (SEED_EXAMPLE, SEED_EXAMPLE),
     "overridden": (OVERRIDDEN, OVERRIDDEN),
 }
 
@@ -446,7 +467,7 @@ def test_compose_validates_the_compose_file(tmp_path: Path, env: dict[str, str])
 
 @pytest.mark.parametrize(("env", "expected"), list(ENV_CASES.values()), ids=list(ENV_CASES))
 def test_compose_interpolates_the_settings(
-    tmp_path: Path, env: dict[str, str], expected: dict[str, str]
+    tmp_path: Path, env: dict[str, str], expected: Mapping[str, str | None]
 ) -> None:
     defaults = {
         "NATS_URL": "tls://nats:4222",
@@ -476,6 +497,17 @@ def test_compose_interpolates_the_settings(
             **{k: v for k, v in expected.items() if k in defaults},
         }
     assert {services[name]["image"] for name in OUR_SERVICES} == {"hftfeed:latest"}
+
+
+def test_compose_passes_the_seed_example_from_an_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "seed.env"  # the seed guide: "Add to `.env`"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in SEED_EXAMPLE.items()))
+
+    result = run_compose(COMPOSE_FILE, tmp_path, "config", "--format", "json", env_file=env_file)
+
+    assert result.returncode == 0, result.stderr
+    feed_env = json.loads(result.stdout)["services"]["connector_feed"]["environment"]
+    assert {key: feed_env.get(key) for key in SEED_EXAMPLE} == SEED_EXAMPLE
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,7 @@ async def test_connector_feed_health_and_discovery(nats_url: str, nc: Client, un
         nats_url=nats_url,
         symbols=unique,
         data_source="hft_connector",
+        connector_name="stub",
         stub_seed=3,
         stub_trades_per_s=100,
         stub_depth_per_s=20,

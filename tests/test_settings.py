@@ -19,6 +19,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
         "NATS_URL",
         "STUB_SEED",
         "CONNECTOR_POLL_INTERVAL_MS",
+        "CONNECTOR_PAPER_TRADING",
         "RECONNECT_MAX_ATTEMPTS",
         "LOG_LEVEL",
         "BINANCE_MARKET",
@@ -46,23 +47,24 @@ def test_defaults() -> None:
 
 def test_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATA_SOURCE", "hft_connector")
+    monkeypatch.setenv("CONNECTOR_NAME", "stub")
     monkeypatch.setenv("SYMBOLS", " BTCUSDT, ETHUSDT-PERP ")
     monkeypatch.setenv("MAX_QUEUE", "50")
     monkeypatch.setenv("LOG_LEVEL", "debug")
-    monkeypatch.setenv("CONNECTOR_PAPER_TRADING", "false")
+    monkeypatch.setenv("CONNECTOR_PAPER_TRADING", "true")
 
     settings = load_settings(FeedSettings)
 
     assert settings.symbols == ["BTCUSDT", "ETHUSDT-PERP"]
     assert settings.max_queue == 50
     assert settings.log_level == "DEBUG"
-    assert settings.connector_paper_trading is False
+    assert (settings.connector_name, settings.connector_paper_trading) == ("stub", True)
 
 
 def test_dotenv_file_is_read(tmp_path: object) -> None:
     import pathlib
 
-    pathlib.Path(".env").write_text("DATA_SOURCE=hft_connector\nSTUB_SEED=9\n")
+    pathlib.Path(".env").write_text("DATA_SOURCE=hft_connector\nCONNECTOR_NAME=stub\nSTUB_SEED=9\n")
 
     settings = load_settings(FeedSettings)
 
@@ -105,12 +107,16 @@ def test_binance_reconnect_defaults_jitter_and_never_give_up(monkeypatch: pytest
     monkeypatch.setenv("RECONNECT_MAX_ATTEMPTS", "3")
     capped = reconnect_policy(load_settings(FeedSettings))
     monkeypatch.setenv("DATA_SOURCE", "hft_connector")
+    monkeypatch.setenv("CONNECTOR_NAME", "stub")
     monkeypatch.delenv("RECONNECT_MAX_ATTEMPTS")
     stub = reconnect_policy(load_settings(FeedSettings))
+    monkeypatch.setenv("CONNECTOR_NAME", "binance_hft")
+    binance_hft = reconnect_policy(load_settings(FeedSettings))
 
     assert (binance.jitter, binance.max_attempts) == (True, 0)
     assert capped.max_attempts == 3  # an explicit setting wins
     assert (stub.jitter, stub.max_attempts) == (False, 5)
+    assert (binance_hft.jitter, binance_hft.max_attempts) == (True, 0)  # Binance, whichever way
 
 
 def test_usdm_refuses_a_spot_only_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -227,7 +227,7 @@ def test_process_stops_cleanly_on_sigterm(nats_url: str, unique: str) -> None:
         ({"DATA_SOURCE": "binance_ws", "BINANCE_MARKET": "coinm"}, "BINANCE_MARKET"),
         ({"DATA_SOURCE": "binance_ws", "BINANCE_DEPTH_LIMIT": "7"}, "BINANCE_DEPTH_LIMIT"),
         ({"CONNECTOR_NAME": "nosuch.module:Thing"}, "cannot import connector module"),
-        ({"CONNECTOR_NAME": "kraken"}, "neither a built-in name"),
+        ({"CONNECTOR_NAME": "kraken"}, "unknown connector 'kraken'"),
         ({"MAX_QUEUE": "-3"}, "MAX_QUEUE"),
     ],
 )

@@ -203,7 +203,7 @@ def describe_validation_error(error: ValidationError) -> str:
             shown = "***"
         elif field == "nats_url" and isinstance(shown, str):
             shown = redact_url(shown)
-        got = f" (got {shown!r})" if not isinstance(shown, dict) else ""
+        got = f" (got {shown!r})" if shown is not None and not isinstance(shown, dict) else ""
         lines.append(f"{variable}: {item['msg']}{got}")
     return "invalid settings:\n  " + "\n  ".join(lines)
 

@@ -22,8 +22,10 @@ unchanged), a ``Status`` change, or a dict in the seed's format::
      # optional: "is_snapshot" (default True), "first_update_id", "prev_last_update_id"}
 
 ``symbol`` is required when the connector serves several symbols; ``exchange`` defaults to the
-connector's ``exchange`` attribute. Prices and quantities may be str, Decimal, int or float
-(floats become decimals through their shortest repr); every value meets ``schemas.rules``.
+connector's ``exchange`` attribute; ``ts_recv`` (int ns, optional) is when the connector received
+the event, when it knows better than the moment the feed asked for it. Prices and quantities may
+be str, Decimal, int or float (floats become decimals through their shortest repr); every value
+meets ``schemas.rules``.
 """
 
 from __future__ import annotations
@@ -161,6 +163,15 @@ class ConnectorWrapper(abc.ABC):
     def published_symbols(self) -> list[str] | None:
         """The instrument ids this connector publishes, if they differ from SYMBOLS. Optional."""
         return None
+
+    def counters(self) -> ConnectorCounters | None:
+        """Errors, resyncs and gaps it counted itself, for the feed's metrics. Optional."""
+        return None
+
+    def pending(self) -> list[ConnectorEvent]:
+        """At shutdown, after ``disconnect()``: events received that ``next_event`` has not returned
+        yet (the feed publishes them, so a connector that buffers loses nothing). Optional."""
+        return []
 
 
 def import_connector_class(spec: str) -> type[ConnectorWrapper | NativeConnector]:

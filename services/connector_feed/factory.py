@@ -1,7 +1,8 @@
 """Choose the connector from settings: DATA_SOURCE, then CONNECTOR_NAME.
 
 Native connectors plug in as they are; a seed-style ``ConnectorWrapper`` is run by
-``PollingConnector`` (reconnect policy, CONNECTOR_POLL_INTERVAL_MS).
+``PollingConnector`` (reconnect policy, CONNECTOR_POLL_INTERVAL_MS). ``FeedSettings`` has already
+refused an unknown CONNECTOR_NAME, a missing one, and CONNECTOR_PAPER_TRADING=false.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from services.connector_feed.polling import PollingConnector
 from services.connector_feed.settings import FeedSettings
 from services.connector_feed.stub import StubbedConnector
 
-BUILT_IN: dict[str, type[ConnectorWrapper | NativeConnector]] = {}
-
-
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -34,10 +32,11 @@ def _section(cls: type[S]) -> S:
 
 
 def reconnect_policy(settings: FeedSettings) -> ReconnectPolicy:
-    """The shared policy; for Binance, jitter on and unlimited attempts unless RECONNECT_* say otherwise
+    """The shared policy; for Binance (binance_ws, binance_hft), jitter on and unlimited attempts unless
+    RECONNECT_* say otherwise
     (a venue outage must not end the feed: it reports ``down`` and keeps trying)."""
     policy = ReconnectPolicy.from_settings(settings)
-    if settings.data_source != "binance_ws":
+    if settings.data_source != "binance_ws" and settings.connector_name != "binance_hft":
         return policy
     chosen = settings.model_fields_set
     return replace(
@@ -70,6 +69,21 @@ def _build(settings: FeedSettings) -> tuple[ConnectorWrapper | NativeConnector, 
         binance = _section(BinanceSettings)
         return BinanceConnector(binance, reconnect_policy(settings)), f"binance_{binance.binance_market}"
     name = settings.connector_name
+    if name is None:  # FeedSettings refuses it; a settings object built without validation
+        raise FatalError("CONNECTOR_NAME is required with DATA_SOURCE=hft_connector")
+    if name == "binance_hft":
+        from services.connector_feed.binance.hft import BinanceHFTConnector
+        from services.connector_feed.binance.settings import BinanceSettings
+
+        return (
+            BinanceHFTConnector(
+                _section(BinanceSettings),
+                reconnect_policy(settings),
+                settings.max_queue,
+                paper_trading=settings.connector_paper_trading,
+            ),
+            "binance_hft",
+        )
     if name == "replay":
         from services.connector_feed.binance.replay import ReplayConnector, ReplaySettings
 
@@ -90,12 +104,10 @@ def _build(settings: FeedSettings) -> tuple[ConnectorWrapper | NativeConnector, 
         from services.connector_feed.stub import StubSettings
 
         return StubbedConnector(_section(StubSettings)), "stub"
-    cls = BUILT_IN.get(name)
-    if cls is None:
-        try:
-            cls = import_connector_class(name)
-        except ValueError as error:
-            raise FatalError(f"CONNECTOR_NAME={name}: {error}") from None
+    try:
+        cls = import_connector_class(name)
+    except ValueError as error:
+        raise FatalError(f"CONNECTOR_NAME={name}: {error}") from None
     try:
         return cls(settings), name  # type: ignore[call-arg]
     except Exception as error:  # a user connector's constructor: report, don't traceback

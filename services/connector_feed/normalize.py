@@ -61,6 +61,12 @@ def _optional_id(event: dict[str, Any], key: str, *, required: bool) -> int | No
     return None if value is None and not required else rules.id_value(value, key)
 
 
+def _received(event: dict[str, Any], ts_recv: int) -> int:
+    """The connector's own receipt time (optional ``ts_recv``, int ns) if it stamped one, else ours."""
+    own = event.get("ts_recv")
+    return ts_recv if own is None else rules.timestamp_ns(own, "ts_recv")
+
+
 def _levels(raw: object, side: str) -> list[WireLevel]:
     if not isinstance(raw, list | tuple):
         raise EventRejected("wrong_type", f"{side} must be a list of [price, qty], got {type(raw).__name__}")
@@ -176,7 +182,7 @@ class Normalizer:
             side,
             maker,
             timestamp_ns(stamp),
-            ts_recv,
+            _received(event, ts_recv),
         )
 
     def depth(self, event: dict[str, Any], ts_recv: int) -> Depth:
@@ -211,5 +217,5 @@ class Normalizer:
             last_id,
             prev_id,
             timestamp_ns(_require(event, "timestamp")),
-            ts_recv,
+            _received(event, ts_recv),
         )

@@ -6,7 +6,9 @@ waits CONNECTOR_POLL_INTERVAL_MS after it returns None - the only place that wai
 event goes to the feed as it comes (normalised there); ``deliver`` returns when the pipeline has
 room, so a connector faster than publishing is simply asked less often. When the connection drops
 or cannot be made, every symbol is reported ``reconnecting`` (or ``down`` when the policy gives
-up) and, once it is back, ``live`` - unless the connector reports states of its own.
+up) and, once it is back, ``live`` - unless the connector reports states of its own. A connector
+whose ``next_event`` raises ``ConnectorGaveUp`` (it ran a reconnect policy of its own out) ends the
+feed. At shutdown, what the connector still holds (``pending()``) is handed to the feed.
 """
 
 from __future__ import annotations
@@ -54,12 +56,22 @@ class PollingConnector(NativeConnector):
         self.connection_errors = 0
         self._own_states = False  # the connector reports Status changes itself
         self._announced: str | None = None  # the state we last reported for every symbol
+        self._sink: FeedSink | None = None
 
     def instruments(self) -> list[str]:
         return list(self._instruments)
 
     def is_connected(self) -> bool:
-        return self._connected
+        """Connected - by the connector's own account when it gives one: the seed's ``connected`` in
+        ``get_health_status()`` (a connector keeping several connections of its own is connected
+        only while all of them are up)."""
+        if not self._connected:
+            return False
+        try:
+            own = self.wrapped.get_health_status().get("connected")
+        except Exception:  # a connector's health bug must not change ours
+            return True
+        return own is not False
 
     def health(self) -> dict[str, Any]:
         return self.wrapped.get_health_status()
@@ -68,17 +80,26 @@ class PollingConnector(NativeConnector):
         return self.reconnector.attempts
 
     def counters(self) -> ConnectorCounters:
+        own = self.wrapped.counters() or ConnectorCounters()
         return ConnectorCounters(
-            errors={"connection": self.connection_errors}, reconnects=self.reconnector.total_reconnects
+            errors={**own.errors, "connection": self.connection_errors},
+            reconnects=own.reconnects + self.reconnector.total_reconnects,
+            resyncs=own.resyncs,
+            gaps=own.gaps,
         )
 
     async def run(self, sink: FeedSink) -> None:
+        self._sink = sink
         while True:
             await self._connect(sink)
             await self._read(sink)
 
     async def close(self) -> None:
+        """Disconnect, then hand the feed what the connector still holds (published at shutdown)."""
         await self._disconnect()
+        rest = self.wrapped.pending()
+        if rest and self._sink is not None:
+            self._sink.put(rest)
 
     async def _connect(self, sink: FeedSink) -> None:
         while True:
@@ -116,6 +137,11 @@ class PollingConnector(NativeConnector):
             try:
                 event = await connector.next_event()
             except asyncio.CancelledError:
+                raise
+            except ConnectorGaveUp as error:  # it ran its own reconnect policy out: final
+                self.gave_up = True
+                log.error("connector_gave_up", connector=self.label, error=str(error))
+                await self._announce(sink, "down", str(error))
                 raise
             except Exception as error:
                 self.connection_errors += 1
