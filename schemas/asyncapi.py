@@ -211,6 +211,10 @@ def _messages() -> dict[str, Any]:
         "ContextSnapshot": _message(
             "context_snapshot", "Rolling market context of one symbol.", published=False
         ),
+        "FeedStatus": _message(
+            "feed_status", "The current state of every instrument of one feed.", published=False
+        ),
+        "FeedStatusRequest": {**_EMPTY_REQUEST, "name": "FeedStatusRequest"},
         "BookSnapshot": snapshot,
         "BookRequest": {
             **_EMPTY_REQUEST,
@@ -232,7 +236,7 @@ def _messages() -> dict[str, Any]:
 
 _DESCRIPTION = """\
 Normalised exchange market data on NATS. `connector_feed` publishes trades, depth and status per
-instrument and answers book requests; `strategy_engine` publishes signals; `context` answers
+instrument and answers status and book requests; `strategy_engine` publishes signals; `context` answers
 context snapshots; every service answers health requests (and NATS micro `$SRV.PING/INFO/STATS`).
 
 Conventions: prices and quantities are exact decimal strings in plain notation (parse them with a
@@ -257,6 +261,16 @@ def asyncapi_document() -> dict[str, Any]:
         ),
         "status": _channel(
             subjects.STATUS_TEMPLATE, {"status": "Status"}, "On every change of the instrument's state."
+        ),
+        "feedStatus": _channel(
+            subjects.FEED_STATUS,
+            {"feedStatusRequest": "FeedStatusRequest"},
+            "Ask every feed for the current state of each of its instruments (for subscribers that join "
+            "late: subscribe to the status subjects first, then ask). Each feed answers: gather replies "
+            "for a moment to hear from several.",
+        ),
+        "feedStatusReply": _channel(
+            None, {"feedStatus": "FeedStatus"}, "One feed's reply: a Status per instrument, as of its ts."
         ),
         "book": _channel(
             BOOK_TEMPLATE, {"bookRequest": "BookRequest"}, "Ask the feed for the current full book."
@@ -288,6 +302,13 @@ def asyncapi_document() -> dict[str, Any]:
         "publishTrades": _operation("send", "trades", "connector_feed", "Publish each trade."),
         "publishDepth": _operation("send", "depth", "connector_feed", "Publish book snapshots and deltas."),
         "publishStatus": _operation("send", "status", "connector_feed", "Publish state changes."),
+        "answerFeedStatus": _operation(
+            "receive",
+            "feedStatus",
+            "connector_feed",
+            "Reply with every instrument's state.",
+            "feedStatusReply",
+        ),
         "answerBook": _operation(
             "receive", "book", "connector_feed", "Reply with the current book.", "bookReply"
         ),

@@ -157,6 +157,22 @@ class Status(Contract):
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 
+class FeedStatus(Contract):
+    """The current state of every instrument a feed publishes: the reply on ``md.status``.
+
+    For a subscriber that joins late (``md.<SYMBOL>.status`` carries changes only): subscribe to
+    the status subjects first, then ask; keep, per symbol, the ``Status`` with the greatest ``ts``.
+    Each ``Status`` here is the state as of ``ts`` (the time of the reply), its ``reason`` the one
+    of the change that led to it. Each feed answers with its own instruments.
+    """
+
+    exchange: ExchangeId
+    feed_run: FeedRun = Field(description="the id of the feed process run that answered")
+    statuses: list[Status] = Field(description="one per instrument the feed publishes, by symbol")
+    ts: TimestampNs
+    schema_version: SchemaVersion = SCHEMA_VERSION
+
+
 class ContextSnapshot(Contract):
     """Rolling market context of one symbol, the reply on ``context.<SYMBOL>.snapshot``.
 
@@ -200,4 +216,5 @@ CONTRACTS: dict[str, type[Contract]] = {
     "signal": Signal,
     "context_snapshot": ContextSnapshot,
     "status": Status,
+    "feed_status": FeedStatus,
 }

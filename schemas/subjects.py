@@ -38,6 +38,11 @@ def book(symbol: str) -> str:
     return f"md.{check_token(symbol, 'symbol')}.book"
 
 
+#: ``md.status``: request/reply, every feed's current state of each of its instruments (FeedStatus).
+#: Each feed answers (a queue group of its own): gather replies to hear from several feeds.
+FEED_STATUS = "md.status"
+
+
 def signals(strategy: str, symbol: str) -> str:
     """``signals.<strategy>.<SYMBOL>``: Signal."""
     return f"signals.{check_token(strategy, 'strategy')}.{check_token(symbol, 'symbol')}"

@@ -41,6 +41,7 @@ TEMPLATES = {
     subjects.TRADES_TEMPLATE,
     subjects.DEPTH_TEMPLATE,
     subjects.STATUS_TEMPLATE,
+    subjects.FEED_STATUS,
     BOOK_TEMPLATE,
     subjects.SIGNALS_TEMPLATE,
     subjects.CONTEXT_SNAPSHOT_TEMPLATE,

@@ -41,7 +41,7 @@ class Run:
     trades: list[dict[str, object]]
     depth: list[dict[str, object]]
     statuses: list[tuple[object, ...]]
-    book: tuple[list[tuple[str, str]], list[tuple[str, str]], int | None, int]
+    book: tuple[list[tuple[str, ...]], list[tuple[str, ...]], int | None, int]
     counters: ConnectorCounters
     health: dict[str, Any]
 
@@ -125,7 +125,7 @@ async def _run(
         [without(m.data, "feed_run", "ts_recv") for m in trades],
         [without(m.data, "feed_run", "ts_recv") for m in depth],
         [_status(m) for m in statuses],
-        (bids, asks, copy.last_update_id, seq),
+        ([tuple(b) for b in bids], [tuple(a) for a in asks], copy.last_update_id, seq),  # pairs, any form
         counters,
         health,
     )

@@ -1,5 +1,6 @@
 """The README stays true: every setting is documented (the README's table, or docs/security.md's for
-the NATS identity and TLS settings), and CI runs the README's test command."""
+the NATS identity and TLS settings, docs/operations.md's for the feed's HTTP port), and CI runs the
+README's test command."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 SECURITY = (ROOT / "docs" / "security.md").read_text()
 HFTBACKTEST = (ROOT / "docs" / "hftbacktest.md").read_text()
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()  # HTTP_PORT, HTTP_HOST
 SECTIONS = [
     FeedSettings,
     BinanceSettings,
@@ -38,7 +40,7 @@ SECTIONS = [
 
 @pytest.mark.parametrize("settings", SECTIONS)
 def test_every_setting_is_in_the_readme_table(settings: type[BaseSettings]) -> None:
-    documented = README + SECURITY + HFTBACKTEST
+    documented = README + SECURITY + HFTBACKTEST + OPERATIONS
     missing = [name.upper() for name in settings.model_fields if f"`{name.upper()}`" not in documented]
 
     assert missing == []

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import jsonschema
 import nats
 from nats.aio.msg import Msg
@@ -54,7 +55,13 @@ def _stack_env(url: str) -> dict[str, str]:
         if not k.startswith(("DATA_SOURCE", "CONNECTOR_", "STUB_", "SYMBOLS", "NATS_URL"))
     }
     env.update(
-        {"NATS_URL": url, "STUB_TRADES_PER_S": "50", "STUB_DEPTH_PER_S": "10", "PYTHONPATH": str(ROOT)}
+        {
+            "NATS_URL": url,
+            "STUB_TRADES_PER_S": "50",
+            "STUB_DEPTH_PER_S": "10",
+            "PYTHONPATH": str(ROOT),
+            "HTTP_PORT": str(free_port()),
+        }
     )
     return env
 
@@ -67,8 +74,15 @@ async def test_hftfeed_up_runs_the_whole_stack_and_stops_on_sigint(tmp_path: Pat
         for k, v in os.environ.items()
         if not k.startswith(("DATA_SOURCE", "CONNECTOR_", "STUB_", "SYMBOLS", "NATS_URL"))
     }
+    http_port = free_port()
     env.update(
-        {"NATS_URL": url, "STUB_TRADES_PER_S": "50", "STUB_DEPTH_PER_S": "10", "PYTHONPATH": str(ROOT)}
+        {
+            "NATS_URL": url,
+            "STUB_TRADES_PER_S": "50",
+            "STUB_DEPTH_PER_S": "10",
+            "PYTHONPATH": str(ROOT),
+            "HTTP_PORT": str(http_port),
+        }
     )
     stdout_path = tmp_path / "up.out"
     with stdout_path.open("wb") as out:
@@ -114,6 +128,13 @@ async def test_hftfeed_up_runs_the_whole_stack_and_stops_on_sigint(tmp_path: Pat
         reply = await nc.request(subjects.context_snapshot("BTCUSDT"), b"", timeout=2)
         snapshot = ContextSnapshot.model_validate_json(reply.data)
         await nc.drain()
+        while "Ctrl-C stops everything" not in stdout_path.read_text():
+            assert time.monotonic() < deadline + 30, stdout_path.read_text()
+            await asyncio.sleep(0.1)
+        seed_url = re.search(r"curl (http://\S+/ws/health)", stdout_path.read_text())
+        assert seed_url is not None and seed_url.group(1) == f"http://127.0.0.1:{http_port}/ws/health"
+        async with aiohttp.ClientSession() as session, session.get(seed_url.group(1)) as http_reply:
+            seed_health = await http_reply.json()
 
         assert len(trades) > 0 and len(depth) > 0
         for msg in trades:
@@ -123,6 +144,8 @@ async def test_hftfeed_up_runs_the_whole_stack_and_stops_on_sigint(tmp_path: Pat
         assert sorted(p["name"] for p in pings) == sorted(SERVICES)
         assert all(d["info"]["description"] for d in discovery.values())
         assert snapshot.symbol == "BTCUSDT" and snapshot.trade_count > 0 and snapshot.book_synced
+        assert seed_health["connector"]["connected"] is True  # the seed's command works under `up`
+        assert seed_health["connector"]["connector_health"]["subscribed_trades"] is True
 
         output = stdout_path.read_text()
         child_pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
@@ -148,7 +171,8 @@ async def test_hftfeed_up_runs_the_whole_stack_and_stops_on_sigint(tmp_path: Pat
             up.wait()
 
 
-def test_hftfeed_up_reports_a_child_that_dies_and_health_says_so(tmp_path: Path) -> None:
+def test_hftfeed_up_keep_going_reports_a_child_that_dies_and_health_says_so(tmp_path: Path) -> None:
+    """--keep-going: the old behaviour (the failure is shown, the rest keeps running, exit 0)."""
     port = free_port()
     env = _stack_env(f"nats://127.0.0.1:{port}")
     env["CONNECTOR_NAME"] = "nosuch.module:Thing"  # the feed refuses to start
@@ -162,6 +186,7 @@ def test_hftfeed_up_reports_a_child_that_dies_and_health_says_so(tmp_path: Path)
             str(tmp_path / "logs"),
             "--ready-timeout-s",
             "10",
+            "--keep-going",
         ],
         env=env,
         cwd=tmp_path,
@@ -185,7 +210,7 @@ def test_hftfeed_up_reports_a_child_that_dies_and_health_says_so(tmp_path: Path)
     output = "".join(lines) + rest
 
     assert "connector_feed exited with code 1" in output
-    assert "cannot import connector module" in output  # its last log lines are shown
+    assert "cannot import connector module" in output  # its own error line is shown
     assert up.returncode == 0
     assert health_cli.returncode == 1
     assert json.loads(health_cli.stdout)["connector_feed"]["status"] == "no reply"

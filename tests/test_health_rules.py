@@ -37,3 +37,17 @@ def test_reasons_explain_a_degraded_status() -> None:
 
     assert status == "degraded"
     assert reasons == ["stale: no data for 12.5s (> 10s)", "BTCUSDT resyncing: sequence gap"]
+
+
+def test_reasons_give_the_cause_of_down_when_it_is_known() -> None:
+    cause = "cannot resolve stream.binance.com (Name or service not known)"
+
+    lost = evaluate(Condition(connected=False, last_data_age_s=None, stale_after_s=10, cause=cause))
+    gave_up = evaluate(
+        Condition(connected=False, last_data_age_s=None, stale_after_s=10, gave_up=True, cause=cause)
+    )
+    unknown = evaluate(Condition(connected=False, last_data_age_s=None, stale_after_s=10))
+
+    assert lost == ("down", [f"not connected: {cause}"])
+    assert gave_up == ("down", [f"gave up reconnecting: {cause}"])
+    assert unknown == ("down", ["not connected"])

@@ -237,3 +237,32 @@ async def test_requests_and_replies_stay_between_requester_and_responder(
 
     assert replies == [b"book"] * 4
     assert [m.subject for m in seen_by_strategy] == []  # md.> without md.*.book: requests are not data
+
+
+async def test_every_identity_may_ask_the_feed_for_its_states_and_none_reads_the_requests(
+    buses: dict[str, Bus], unique: str
+) -> None:
+    feed = buses["connector_feed"]
+    answered = []
+
+    async def answer(msg: Msg) -> None:
+        answered.append(msg.subject)
+        await msg.respond(unique.encode())
+
+    await feed.subscribe(subjects.FEED_STATUS, answer, queue=f"connector_feed.{unique}")
+    await feed.nc.flush()
+    seen = {name: await collect(buses[name].nc, "md.>") for name in ("strategy_engine", "context", "reader")}
+    await buses["strategy_engine"].subscribe(subjects.FEED_STATUS, answer)  # take the requests? refused
+    await eventually(lambda: buses["strategy_engine"].stats.permission_violations == 1)
+
+    replies = {
+        name: (await buses[name].request(subjects.FEED_STATUS, timeout_s=2)).data
+        for name in ("strategy_engine", "context", "reader")
+    }
+    for name in seen:
+        await buses[name].nc.flush()
+
+    assert replies == dict.fromkeys(replies, unique.encode())
+    assert answered == [subjects.FEED_STATUS] * 3
+    assert [m.subject for messages in seen.values() for m in messages] == []  # requests are not data
+    assert feed.stats.permission_violations == 0

@@ -73,11 +73,16 @@ def up(
         bool, typer.Option("--secure", help="own nats-server with mutual TLS and one identity per service")
     ] = False,
     pki_dir: Annotated[str, typer.Option(help="where --secure keeps its certificates")] = ".hftfeed/pki",
+    keep_going: Annotated[
+        bool,
+        typer.Option("--keep-going", help="when a service fails, report it and keep the others running"),
+    ] = False,
 ) -> None:
     """Run the local stack: nats-server (if none is running at NATS_URL) + the three services.
 
-    Uses the stub connector unless DATA_SOURCE is set. Ctrl-C stops everything. With --secure, see
-    docs/security.md.
+    Uses the stub connector unless DATA_SOURCE is set. Exits 1, with the failing service's own
+    error, when a service fails to start or stops (unless --keep-going). Ctrl-C stops everything.
+    With --secure, see docs/security.md; the rest: docs/operations.md.
     """
     from services.cli.up import run_stack
     from services.connector_feed.binance.settings import BinanceSettings
@@ -86,17 +91,22 @@ def up(
     settings = _common_settings()
     try:
         # A source chosen in the environment or .env: DATA_SOURCE, or a Binance market (BINANCE_MARKET).
+        feed = load_settings(FeedSettings)
         source_chosen = (
-            "data_source" in load_settings(FeedSettings).model_fields_set
+            "data_source" in feed.model_fields_set
             or "binance_market" in load_settings(BinanceSettings).model_fields_set
         )
     except SettingsError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
+    # The feed's HTTP address when the user chose HTTP_PORT (else `up` picks one).
+    http = (feed.http_host, feed.http_port) if feed.http_port is not None else None
     logs = Path(log_dir)
     logs.mkdir(parents=True, exist_ok=True)
     pki = Path(pki_dir) if secure else None
-    raise typer.Exit(asyncio.run(run_stack(settings, logs, ready_timeout_s, source_chosen, pki)))
+    raise typer.Exit(
+        asyncio.run(run_stack(settings, logs, ready_timeout_s, source_chosen, pki, keep_going, http))
+    )
 
 
 @app.command("health")

@@ -5,6 +5,12 @@ at NATS_URL, then the three services as child processes (stub connector unless D
 set), waits for each to answer its health request, and supervises them. Ctrl-C / SIGTERM stops the
 feed first, then the consumers, then the server it started, within 10 s, and exits 0.
 
+It is honest about failure: a service that exits or never answers ends the stack with exit code 1,
+showing what that service said (``--keep-going``: report it and keep the others running); the
+banner names every service that is not ``ok`` with health's reasons; each run's logs are fresh
+(the previous run's are kept as ``<service>.log.1``). The feed serves its HTTP endpoints
+(``/ws/health``, ``/metrics``, ``/readyz``) on HTTP_PORT, or on 8000 (a free port if taken).
+
 ``--secure`` always starts its own nats-server with ``deploy/nats/nats-server.conf``: mutual TLS,
 and each service connects with its own certificate (identity) and so its own permissions. The
 certificates are made once under ``--pki-dir`` and kept; ``<pki-dir>/reader.env`` holds the
@@ -17,50 +23,33 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import Any
 
+from nats.aio.client import Client
 from rich.console import Console
+from rich.markup import escape
 
 from services.cli.client import ask_health, connect
-from services.common.natsauth import NatsSecurity, redact_url
-from services.common.natsserver import NatsServer, host_port, is_listening, secure_server
-from services.common.pki import Identity
+from services.cli.up_children import Child, start_child, stop_children
+from services.cli.up_server import secure_child_env, start_server
+from services.cli.up_watch import (
+    Failure,
+    HealthWatch,
+    failure_of,
+    print_failure,
+    settle,
+    verdict,
+    wait_started,
+)
+from services.common.natsauth import NatsSecurity
+from services.common.natsserver import free_port, is_listening
 from services.common.settings import CommonSettings
 
 #: Start order; stopped in the same order (the producer first, so consumers drain its last messages).
 STACK = ["connector_feed", "strategy_engine", "context"]
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-STOP_GRACE_S = 6.0
-#: Identity settings a child must not inherit in secure mode (it gets its own).
-_IDENTITY_VARIABLES = (
-    "NATS_USER",
-    "NATS_PASSWORD",
-    "NATS_TOKEN",
-    "NATS_CREDS",
-    "NATS_NKEY_SEED",
-    "NATS_TLS_",
-    "NATS_INBOX_PREFIX",
-)
-
-
-@dataclass
-class Child:
-    service: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    log_file: IO[bytes]
-    reported_exit: bool = field(default=False)
-
-    def tail(self, lines: int = 8) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+#: The seed's HTTP port (``curl localhost:8000/ws/health``): the feed serves it unless HTTP_PORT is set.
+DEFAULT_HTTP_PORT = 8000
 
 
 def child_env(source_chosen: bool) -> dict[str, str]:
@@ -76,65 +65,35 @@ def child_env(source_chosen: bool) -> dict[str, str]:
     return env
 
 
-def start_child(service: str, log_dir: Path, env: dict[str, str]) -> Child:
-    log_path = log_dir / f"{service}.log"
-    log_file = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", f"services.{service}"],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
-    )
-    return Child(service, log_path, process, log_file)
-
-
-def stop_children(children: list[Child], console: Console) -> None:
-    for child in children:
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S / len(children)
-        while child.process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if child.process.poll() is None:
-            console.print(f"[yellow]{child.service} did not stop in time: killed[/]")
-            child.process.kill()
-            child.process.wait()
-        child.log_file.close()
+def http_address(env: dict[str, str], chosen: tuple[str, int] | None) -> tuple[str, int]:
+    """Where the feed serves HTTP: HTTP_HOST/HTTP_PORT when set (``chosen``), else loopback on
+    DEFAULT_HTTP_PORT, or on a free port when that one is taken (set in ``env``)."""
+    if chosen is not None:
+        host, port = chosen
+    else:
+        host = "127.0.0.1"
+        port = DEFAULT_HTTP_PORT if not is_listening(host, DEFAULT_HTTP_PORT) else free_port()
+        env["HTTP_PORT"] = str(port)
+    return ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host), port
 
 
 async def wait_ready(
-    children: list[Child], url: str, timeout_s: float, console: Console, security: NatsSecurity | None = None
-) -> bool:
+    children: list[Child],
+    url: str,
+    timeout_s: float,
+    console: Console,
+    security: NatsSecurity | None = None,
+    keep_going: bool = False,
+) -> tuple[list[Failure], dict[str, dict[str, Any]]]:
+    """The start-up failures, and (when there are none, or with ``keep_going``) the settled health."""
     nc = await connect(url, security=security)
-    all_ready = True
     try:
-        for child in children:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if child.process.poll() is not None:
-                    report_exit(child, console)
-                    all_ready = False
-                    break
-                reply = await ask_health(nc, child.service, 0.5)
-                if reply["status"] != "no reply":
-                    colour = {"ok": "green", "degraded": "yellow"}.get(reply["status"], "red")
-                    console.print(
-                        f"  [{colour}]●[/] {child.service:16} {reply['status']:9} "
-                        f"pid {child.process.pid:<7} log {child.log_path}"
-                    )
-                    break
-                if time.monotonic() > deadline:
-                    console.print(
-                        f"  [red]●[/] {child.service:16} no health reply after {timeout_s:g}s "
-                        f"(log {child.log_path})"
-                    )
-                    all_ready = False
-                    break
-                await asyncio.sleep(0.1)
+        failures = await wait_started(children, nc, timeout_s, console, keep_going)
+        if failures and not keep_going:
+            return failures, {}
+        return failures, await settle(nc, children)
     finally:
         await nc.close()
-    return all_ready
 
 
 async def published_instruments(url: str, security: NatsSecurity | None) -> list[str]:
@@ -148,126 +107,131 @@ async def published_instruments(url: str, security: NatsSecurity | None) -> list
     return [str(i) for i in instruments] if isinstance(instruments, list) else []
 
 
-def report_exit(child: Child, console: Console) -> None:
-    if child.reported_exit:
-        return
-    child.reported_exit = True
-    console.print(f"[red]✗ {child.service} exited with code {child.process.returncode}[/]; last log lines:")
-    console.print(child.tail(), markup=False, highlight=False)
-
-
-def reader_security(reader: Identity) -> NatsSecurity:
-    return NatsSecurity(
-        tls_ca=reader.ca, tls_cert=reader.cert, tls_key=reader.key, inbox_prefix=f"_INBOX.{reader.name}"
-    )
-
-
-def start_secure_server(
-    settings: CommonSettings, pki_dir: Path, console: Console
-) -> tuple[NatsServer, dict[str, Identity]] | None:
-    """Our own nats-server with the secure configuration on NATS_URL's (loopback) port."""
-    host, port = host_port(settings.nats_url)
-    if host not in _LOOPBACK or is_listening(host, port):
-        console.print(
-            f"[red]--secure starts its own nats-server on NATS_URL's port, but {host}:{port} is "
-            + ("not local" if host not in _LOOPBACK else "taken")
-            + ": set NATS_URL=nats://127.0.0.1:<a free port>[/]"
-        )
-        return None
-    server, identities = secure_server(pki_dir, port, "127.0.0.1" if host == "localhost" else host)
-    server.start()
-    env_file = pki_dir / "reader.env"
-    env_file.write_text(
-        "".join(f"{k}={v}\n" for k, v in {"NATS_URL": server.url, **identities["reader"].env()}.items())
-    )
-    console.print(
-        f"started nats-server (mutual TLS, one identity per service: deploy/nats/) at {server.url}, "
-        f"pid {server.process.pid if server.process else '?'}; certificates in {pki_dir}\n"
-        f"  read-only identity for the CLI:  set -a; . {env_file}; set +a"
-    )
-    return server, identities
-
-
-def secure_child_env(env: dict[str, str], url: str, identity: Identity) -> dict[str, str]:
-    own = {k: v for k, v in env.items() if not k.startswith(_IDENTITY_VARIABLES)}
-    return {**own, "NATS_URL": url, **identity.env()}
-
-
 async def run_stack(
     settings: CommonSettings,
     log_dir: Path,
     ready_timeout_s: float,
     source_chosen: bool = False,
     pki_dir: Path | None = None,
+    keep_going: bool = False,
+    http: tuple[str, int] | None = None,
 ) -> int:
-    """The stack; secure (own server, mutual TLS, per-service identities) when ``pki_dir`` is given."""
-    console = Console(highlight=False)
-    host, port = host_port(settings.nats_url)
-    server: NatsServer | None = None
-    identities: dict[str, Identity] = {}
-    url, security = settings.nats_url, settings.nats_security()
-    if pki_dir is not None:
-        started = start_secure_server(settings, pki_dir, console)
-        if started is None:
-            return 1
-        server, identities = started
-        url, security = server.url, reader_security(identities["reader"])
-    elif is_listening(host, port):
-        console.print(f"using the NATS server already at {redact_url(settings.nats_url)}")
-    elif host in _LOOPBACK:
-        server = NatsServer(port=port, host="127.0.0.1" if host == "localhost" else host).start()
-        console.print(f"started nats-server (JetStream on) at {server.url}, pid {server.process.pid}")  # type: ignore[union-attr]
-    else:
-        console.print(
-            f"[red]nothing listens at {redact_url(settings.nats_url)}, and it is not local: "
-            "start NATS there[/]"
-        )
+    """The stack; secure (own server, mutual TLS, per-service identities) when ``pki_dir`` is given.
+
+    Exits 1 when a service fails to start or stops later (after stopping the rest), unless
+    ``keep_going``; ``http``: the feed's HTTP_HOST/HTTP_PORT when the user set HTTP_PORT."""
+    console = Console(highlight=False, soft_wrap=True)  # never cut or wrapped at a width
+    started = start_server(settings, pki_dir, console)
+    if started is None:
         return 1
+    server, identities, url, security = started
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    logs = log_dir
     env = child_env(source_chosen)
     env["NATS_URL"] = settings.nats_url
+    http_host, http_port = http_address(env, http)
     children = [
-        start_child(service, logs, secure_child_env(env, url, identities[service]) if identities else env)
+        start_child(service, log_dir, secure_child_env(env, url, identities[service]) if identities else env)
         for service in STACK
     ]
+    failed = False
     try:
         console.print(
             f"source: DATA_SOURCE={env['DATA_SOURCE']}"
             + (
-                f" CONNECTOR_NAME={env.get('CONNECTOR_NAME')}"
+                f" CONNECTOR_NAME={env.get('CONNECTOR_NAME', 'stub')}"
                 if env["DATA_SOURCE"] == "hft_connector"
                 else ""
             )
-            + f", symbols: {','.join(settings.symbols)}"
+            + f", symbols: {','.join(settings.symbols)}; logs in {log_dir} (the previous run's: *.log.1)"
         )
-        ready = await wait_ready(children, url, ready_timeout_s, console, security)
-        symbol = (await published_instruments(url, security) or settings.symbols)[0]
-        console.print(
-            ("[green]stack is up.[/]" if ready else "[yellow]stack is up, with problems (above).[/]")
-            + " Try, in another terminal:\n"
-            f"  hftfeed sub md.{symbol}.trades        live trades\n"
-            f"  hftfeed sub 'md.>'                    everything\n"
-            f"  hftfeed health                        all three services\n"
-            f"  hftfeed sub 'signals.>'               strategy signals\n"
-            "Ctrl-C stops everything."
-        )
-        while not stop.is_set():
-            for child in children:
-                if child.process.poll() is not None and not child.reported_exit:
-                    report_exit(child, console)
-                    console.print("[yellow]the other services keep running; Ctrl-C stops them[/]")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+        failures, reports = await wait_ready(children, url, ready_timeout_s, console, security, keep_going)
+        if failures and not keep_going:
+            failed = True
+            console.print(f"[red]the stack did not start: {failures[0].service} {failures[0].what}.[/]")
+            return 1
+        await print_banner(console, reports, failures, url, security, settings, (http_host, http_port))
+        failed = await supervise(children, url, security, console, stop, reports, keep_going)
     finally:
         console.print("stopping ...")
         stop_children(children, console)
         if server is not None:
             server.stop()
-        console.print("stopped.")
-    return 0
+        console.print("stopped." if not failed else "stopped (a service failed: see above).")
+    return 1 if failed else 0
+
+
+async def print_banner(
+    console: Console,
+    reports: dict[str, dict[str, Any]],
+    failures: list[Failure],
+    url: str,
+    security: NatsSecurity | None,
+    settings: CommonSettings,
+    http: tuple[str, int],
+) -> None:
+    """What is up, what is not and why (every reason, whole), then what to try."""
+    headline, lines = verdict(reports)
+    if failures:  # --keep-going: they are not running
+        headline = "[red]the stack is running without " + ", ".join(f.service for f in failures) + ":[/]"
+        lines = [
+            f"  [red]✗[/] {f.service} {escape(f.what)}: {escape(' '.join(f.lines[:1]))}" for f in failures
+        ] + lines
+    symbol = (await published_instruments(url, security) or settings.symbols)[0]
+    base = f"http://{http[0]}:{http[1]}"
+    console.print(headline)
+    for line in lines:
+        console.print(line)
+    console.print(
+        "Try, in another terminal:\n"
+        f"  hftfeed sub md.{symbol}.trades        live trades\n"
+        f"  hftfeed sub 'md.>'                    everything\n"
+        f"  hftfeed health                        all three services (the cause of anything not ok)\n"
+        f"  hftfeed sub 'signals.>'               strategy signals\n"
+        f"  curl {base}/ws/health     the feed's health over HTTP (also /metrics, /readyz)\n"
+        "Ctrl-C stops everything."
+    )
+
+
+async def supervise(
+    children: list[Child],
+    url: str,
+    security: NatsSecurity | None,
+    console: Console,
+    stop: asyncio.Event,
+    reports: dict[str, dict[str, Any]],
+    keep_going: bool,
+) -> bool:
+    """Until Ctrl-C: a service that stops is reported (and ends the stack unless ``keep_going``:
+    True); status changes are printed."""
+    try:
+        nc: Client | None = await connect(url, security=security)
+    except SystemExit:
+        nc = None  # NATS went away: processes are still watched
+    watch = HealthWatch(nc, children, console) if nc is not None else None
+    if watch is not None:
+        watch.seed(reports)
+    try:
+        while not stop.is_set():
+            for child in children:
+                if child.process.poll() is not None and not child.reported_exit:
+                    child.reported_exit = True
+                    print_failure(failure_of(child), console)
+                    if not keep_going:
+                        console.print(f"[red]{child.service} stopped: stopping the stack[/]")
+                        return True
+                    console.print(
+                        "[yellow]the other services keep running (--keep-going); Ctrl-C stops them[/]"
+                    )
+            if watch is not None:
+                await watch.poll()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    finally:
+        if nc is not None:
+            await nc.close()
+    return False

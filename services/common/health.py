@@ -44,16 +44,20 @@ class Condition:
     #: gap", "strategy x raised 3 errors in the last minute" ...): any makes the service degraded.
     problems: tuple[str, ...] = ()
     last_drop_age_s: float | None = None
+    #: Why it is not connected, when it is not: the last connect error, naming the host ("cannot
+    #: resolve stream.binance.com (...)", "... answered the websocket upgrade with HTTP 451: ...").
+    cause: str | None = None
 
 
 def evaluate(condition: Condition) -> tuple[Status, list[str]]:
     """``down`` when not connected or given up; ``degraded`` when connected but stale, with a
     problem (a symbol resyncing or down, a broken invariant ...) or dropping events in the last
-    minute; else ``ok``. Reasons say why it is not ok."""
+    minute; else ``ok``. Reasons say why it is not ok (``down``: with its cause when known)."""
+    because = f": {condition.cause}" if condition.cause else ""
     if condition.gave_up:
-        return "down", ["gave up reconnecting"]
+        return "down", [f"gave up reconnecting{because}"]
     if not condition.connected:
-        return "down", ["not connected"]
+        return "down", [f"not connected{because}"]
     reasons = []
     if condition.last_data_age_s is None:
         reasons.append("no data yet")
@@ -84,6 +88,8 @@ class ExtraEndpoint:
     name: str
     subject: str
     handler: RequestHandler
+    #: None: the service's (one member answers); a group of its own: every instance answers.
+    queue_group: str | None = None
 
 
 class HealthService:
@@ -138,6 +144,10 @@ class HealthService:
             **self._details(),
         }
 
+    def stats(self) -> dict[str, Any]:
+        """The ``data`` of the health endpoint's STATS (the feed: the seed's metrics shape)."""
+        return self._stats_data()
+
     async def start(self, bus: Bus, extra: Sequence[ExtraEndpoint] = ()) -> None:
         self._bus = bus
         self._service = await add_service(
@@ -154,7 +164,10 @@ class HealthService:
         )
         for endpoint in extra:
             await self._service.add_endpoint(
-                name=endpoint.name, subject=endpoint.subject, handler=endpoint.handler
+                name=endpoint.name,
+                subject=endpoint.subject,
+                handler=endpoint.handler,
+                queue_group=endpoint.queue_group,
             )
 
     async def stop(self) -> None:

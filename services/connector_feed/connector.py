@@ -121,6 +121,11 @@ class NativeConnector(abc.ABC):
         """Failed attempts in the current reconnect streak (health). Optional."""
         return 0
 
+    def last_error(self) -> str | None:
+        """Why it is not connected, while it is not: the last connect error in one line that names
+        the host (``services.common.neterrors``); health's cause of ``down``. Optional."""
+        return None
+
     def book(self, symbol: str) -> BookSource | None:
         """Its own book of ``symbol`` when it keeps one (the feed keeps it otherwise). Optional."""
         return None

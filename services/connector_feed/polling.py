@@ -19,6 +19,7 @@ from typing import Any
 
 from schemas import Status
 from services.common.logging import get_logger
+from services.common.neterrors import describe_connect_error
 from services.common.reconnect import Reconnector
 from services.connector_feed.connector import (
     ConnectorCounters,
@@ -57,6 +58,7 @@ class PollingConnector(NativeConnector):
         self._own_states = False  # the connector reports Status changes itself
         self._announced: str | None = None  # the state we last reported for every symbol
         self._sink: FeedSink | None = None
+        self._last_error: str | None = None  # why the last connect failed (cleared on connect)
 
     def instruments(self) -> list[str]:
         return list(self._instruments)
@@ -78,6 +80,9 @@ class PollingConnector(NativeConnector):
 
     def reconnection_attempts(self) -> int:
         return self.reconnector.attempts
+
+    def last_error(self) -> str | None:
+        return None if self._connected else self._last_error
 
     def counters(self) -> ConnectorCounters:
         own = self.wrapped.counters() or ConnectorCounters()
@@ -112,16 +117,21 @@ class PollingConnector(NativeConnector):
                 raise
             except Exception as error:  # connector supervisor boundary: transient
                 self.connection_errors += 1
+                self._last_error = describe_connect_error(error)
                 log.warning(
                     "connector_connection_error",
                     connector=self.label,
+                    cause=self._last_error,
                     error=repr(error),
                     attempt=self.reconnector.attempts + 1,
                 )
                 await self._disconnect()
+                if self._announced != "reconnecting" and not self._own_states:
+                    await self._announce(sink, "reconnecting", f"cannot connect: {self._last_error}")
                 await self._backoff(sink)
                 continue
             self._connected = True
+            self._last_error = None
             self.reconnector.connected()
             log.info(
                 "connector_connected", connector=self.label, symbols=self.symbols, exchange=self.exchange
@@ -145,7 +155,13 @@ class PollingConnector(NativeConnector):
                 raise
             except Exception as error:
                 self.connection_errors += 1
-                log.warning("connector_connection_error", connector=self.label, error=repr(error))
+                self._last_error = describe_connect_error(error)
+                log.warning(
+                    "connector_connection_error",
+                    connector=self.label,
+                    cause=self._last_error,
+                    error=repr(error),
+                )
                 break
             if event is None:
                 if not await connector.is_connected():
@@ -171,11 +187,13 @@ class PollingConnector(NativeConnector):
         if delay is None:
             self.gave_up = True
             log.error("connector_gave_up", connector=self.label, attempts=self.reconnector.attempts)
+            because = f": {self._last_error}" if self._last_error else ""
             await self._announce(
-                sink, "down", f"gave up after {self.reconnector.attempts} reconnect attempts"
+                sink, "down", f"gave up after {self.reconnector.attempts} reconnect attempts{because}"
             )
             raise ConnectorGaveUp(
                 f"connector {self.label!r} did not reconnect after {self.reconnector.attempts} attempts"
+                + because
             )
         log.info(
             "connector_reconnecting",

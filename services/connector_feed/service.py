@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from schemas import subjects
@@ -13,12 +14,26 @@ from services.common.logging import get_logger
 from services.common.telemetry import Telemetry
 from services.connector_feed.book_requests import BookRequests
 from services.connector_feed.factory import build_connector
+from services.connector_feed.http_api import HttpApi
 from services.connector_feed.metrics import register_feed_metrics
 from services.connector_feed.settings import FeedSettings
+from services.connector_feed.status_requests import StatusRequests
 from services.connector_feed.stream import HFTConnectorStream
 
 SERVICE = "connector_feed"
 log = get_logger(SERVICE)
+
+
+def down_cause(stream: HFTConnectorStream, bus: Bus) -> str | None:
+    """Why the feed is not connected: NATS, or the connector's last connect error (naming the host)."""
+    if not bus.is_connected:
+        return "the NATS connection is lost (reconnecting)"
+    if stream.connected:
+        return None
+    try:
+        return stream.connector.last_error()
+    except Exception as error:  # a connector's health bug must not break ours
+        return f"(the connector's last_error failed: {error!r})"
 
 
 def feed_health(
@@ -27,6 +42,7 @@ def feed_health(
     stale_after_s: float,
     telemetry: Telemetry,
     books: BookRequests | None = None,
+    sections: Callable[[], dict[str, Any]] = dict,
 ) -> HealthService:
     def condition() -> Condition:
         return Condition(
@@ -36,6 +52,7 @@ def feed_health(
             stale_after_s=stale_after_s,
             last_drop_age_s=age_s(stream.dropped.last_drop_monotonic),
             problems=tuple(stream.problems()) if stream.connected else (),
+            cause=down_cause(stream, bus),
         )
 
     def details() -> dict[str, Any]:
@@ -48,6 +65,7 @@ def feed_health(
             "feed_run": stream.feed_run,
             "instruments": sorted(stream.instruments),
             "books": None if books is None else books.health(),
+            **sections(),
         }
 
     return HealthService(
@@ -68,8 +86,25 @@ async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
     )
     register_feed_metrics(telemetry.meter(), stream)
     books = BookRequests(stream)
-    health = feed_health(stream, bus, settings.health_stale_after_s, telemetry, books)
-    await health.start(bus, [ExtraEndpoint("book", subjects.BOOK_PATTERN, books.on_request)])
+    statuses = StatusRequests(stream)
+    http: HttpApi | None = None
+
+    def sections() -> dict[str, Any]:
+        return {"status_requests": statuses.requests, "http": None if http is None else http.section()}
+
+    health = feed_health(stream, bus, settings.health_stale_after_s, telemetry, books, sections)
+    await health.start(
+        bus, [ExtraEndpoint("book", subjects.BOOK_PATTERN, books.on_request), statuses.endpoint()]
+    )
+    if settings.http_port is not None:
+        http = HttpApi(health, lambda: sum(stream.received.values()), settings.http_host, settings.http_port)
+        try:
+            await http.start()
+        except FatalError:
+            await health.stop()
+            await bus.drain()
+            telemetry.shutdown()
+            raise
     log.info(
         "service_started",
         data_source=settings.data_source,
@@ -86,6 +121,8 @@ async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
         )
     failure = await run_until_stopped(stop, *workers)
     await stream.close()
+    if http is not None:
+        await http.stop()
     await health.stop()
     await bus.drain()
     telemetry.shutdown()

@@ -54,6 +54,19 @@ class FeedSettings(CommonSettings, ReconnectSettings):
         description="publish every synced book as a snapshot on md.<SYMBOL>.depth this often (0 = off): "
         "plain subscribers get a whole book within this time without request/reply",
     )
+    http_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="serve the seed's /ws/health and /metrics, and /health, /livez, /readyz over HTTP on "
+        "this port (unset: no HTTP; NATS health.connector_feed is the primary interface)",
+    )
+    http_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="address the HTTP port listens on: loopback unless set (0.0.0.0 inside a container "
+        "whose port is published); the endpoints have no authentication",
+    )
 
     @field_validator("connector_name", mode="before")
     @classmethod

@@ -98,6 +98,9 @@ class BinanceConnector(NativeConnector):
     def reconnection_attempts(self) -> int:
         return self.supervisor.reconnection_attempts()
 
+    def last_error(self) -> str | None:
+        return None if self.is_connected() else self.supervisor.last_error
+
     def book(self, symbol: str) -> LocalBook | None:
         return self.decoder.books.get(symbol)
 

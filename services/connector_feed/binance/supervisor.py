@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from services.common.logging import get_logger
+from services.common.neterrors import describe_connect_error
 from services.common.reconnect import Reconnector, ReconnectPolicy
 from services.connector_feed.binance.join import Join
 from services.connector_feed.binance.links import FrameHandler, Link, connect
@@ -74,6 +75,8 @@ class LinkSupervisor:
         self.resubscribes = 0
         self.pauses = 0
         self.closing = False
+        #: Why the last connect failed, naming the host (health's cause); None once connected.
+        self.last_error: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -123,11 +126,19 @@ class LinkSupervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # transient: back off per the policy, others are untouched
+                self.last_error = describe_connect_error(error, self.ws_url)
                 log.warning(
-                    "binance_connect_failed", path=path, error=repr(error), attempt=reconnector.attempts + 1
+                    "binance_connect_failed",
+                    path=path,
+                    cause=self.last_error,
+                    error=repr(error),
+                    attempt=reconnector.attempts + 1,
                 )
+                if first and reconnector.attempts == 0:  # never connected: say why, once
+                    await self._on_link(streams, False, f"cannot connect: {self.last_error}")
                 await self._backoff(reconnector, path)
                 continue
+            self.last_error = None
             reconnector.connected()
             self.links.append(link)
             log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
@@ -146,7 +157,10 @@ class LinkSupervisor:
     async def _backoff(self, reconnector: Reconnector, path: str) -> None:
         delay = reconnector.next_delay()
         if delay is None:
-            raise ConnectorGaveUp(f"Binance {path}: no connection after {reconnector.attempts} attempts")
+            because = f": {self.last_error}" if self.last_error else ""
+            raise ConnectorGaveUp(
+                f"Binance {path}: no connection after {reconnector.attempts} attempts{because}"
+            )
         log.info("binance_reconnecting", path=path, attempt=reconnector.attempts, delay_s=round(delay, 3))
         await asyncio.sleep(delay)
 
