@@ -11,7 +11,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.common.bus import Bus
+from services.common.bus import Bus, settled
 from services.common.reconnect import Reconnector, ReconnectPolicy
 from services.connector_feed.connector import ConnectorWrapper, NativeConnector
 from services.connector_feed.polling import PollingConnector
@@ -43,7 +43,7 @@ async def collect(nc: Client, subject: str) -> list[Msg]:
         received.append(msg)
 
     await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()
+    await settled(nc)
     return received
 
 

@@ -41,6 +41,18 @@ log = get_logger(__name__)
 MsgHandler = Callable[[Msg], Awaitable[None]]
 
 
+async def settled(nc: Client, timeout_s: int = 2) -> None:
+    """Return once the server has processed everything sent before (a subscription is live).
+
+    ``nc.flush()`` alone does not promise it: nats-py writes its PING straight to the socket, ahead
+    of commands still queued for its flusher task, so the PONG can come back before a SUB queued
+    just before it was even sent. Let the flusher write the queue first, then round-trip."""
+    deadline = time.monotonic() + timeout_s
+    while nc.pending_data_size and time.monotonic() < deadline:  # noqa: ASYNC110 - nats-py has no event
+        await asyncio.sleep(0)
+    await nc.flush(timeout=timeout_s)
+
+
 class BusConnectError(Exception):
     """The first connection to NATS could not be made in time."""
 

@@ -27,7 +27,7 @@ from schemas import rules, subjects
 from schemas.rules import RuleViolation
 from schemas.wire import DepthMsg, TradeMsg, decode_depth, decode_trade
 from services.common import messaging
-from services.common.bus import Bus
+from services.common.bus import Bus, settled
 from services.common.instruments import LAG_SAMPLE_EVERY, messaging_attributes, observable_counter
 from services.common.logging import LogSampler, get_logger
 from services.common.markets import Instruments
@@ -106,7 +106,7 @@ class MarketDataSubscriber:
         await self.bus.subscribe(subjects.ALL_TRADES, on_trade, pending_msgs_limit=limit)
         on_depth = self._handler("depth", decode_depth, self.depth_rate, self._on_depth)
         await self.bus.subscribe(subjects.ALL_DEPTH, on_depth, pending_msgs_limit=limit)
-        await self.bus.nc.flush()
+        await settled(self.bus.nc)
 
     def _handler(
         self,

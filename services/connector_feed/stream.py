@@ -85,6 +85,7 @@ class HFTConnectorStream(StreamViews):
         self.books = FeedBooks()  # for symbols whose connector keeps no book of its own
         self.queue: deque[Queued] = deque()
         self.dropped = Drops()
+        self._repairs: dict[str, Depth] = {}  # the last repair snapshot queued per symbol
         self._room = asyncio.Event()
         self._room.set()
         self._full = False  # a deliverer waits for room
@@ -239,6 +240,20 @@ class HFTConnectorStream(StreamViews):
         if type(event) is not Depth:
             return
         symbol = event.symbol
+        if self._repairs.get(symbol) is event:  # the repair itself would not go: no loop of snapshots
+            self.dropped.resyncs[symbol] = self.dropped.resyncs.get(symbol, 0) + 1
+            self.queue.append(
+                Status(
+                    exchange=event.exchange,
+                    symbol=symbol,
+                    stream="depth",
+                    state="resyncing",
+                    reason="a depth message and its repair snapshot were lost: "
+                    f"the book is on request at {subjects.book(symbol)}",
+                    ts=time.time_ns(),
+                )
+            )
+            return
         stale = [e for e in self.queue if type(e) is Depth and e.symbol == symbol]
         if stale:
             self.dropped.count(event, "superseded_by_snapshot", len(stale))
@@ -262,6 +277,7 @@ class HFTConnectorStream(StreamViews):
         )
         if snapshot is not None:
             self._sequence(snapshot)
+            self._repairs[symbol] = snapshot
             self.queue.append(snapshot)
 
     # ---- accepting -------------------------------------------------------------------------

@@ -84,20 +84,37 @@ class _Lane:
         )
 
     def depth(self, now_ns: int) -> Depth:
-        rng = self.depth_rng
+        # One draw for every level's size (9 bits each), prices from a cache: a synthetic source
+        # should cost the pipeline's benchmarks as little as a venue's frame does.
+        bits = self.depth_rng.getrandbits(9 * 2 * DEPTH_LEVELS)
         self.update_id += 1
-        bid = self.cents - TICK_CENTS
-        ask = self.cents + TICK_CENTS
         bids = [
-            (_cents_to_str(bid - i * TICK_CENTS), f"{rng.randrange(1, 500) / 100:.2f}")
-            for i in range(DEPTH_LEVELS)
-            if bid - i * TICK_CENTS > 0
+            (price, _QTYS[(bits >> 9 * i) % len(_QTYS)])
+            for i, price in enumerate(_prices(self.cents - TICK_CENTS, -TICK_CENTS))
         ]
+        bits >>= 9 * DEPTH_LEVELS
         asks = [
-            (_cents_to_str(ask + i * TICK_CENTS), f"{rng.randrange(1, 500) / 100:.2f}")
-            for i in range(DEPTH_LEVELS)
+            (price, _QTYS[(bits >> 9 * i) % len(_QTYS)])
+            for i, price in enumerate(_prices(self.cents + TICK_CENTS, TICK_CENTS))
         ]
         return Depth(EXCHANGE, self.symbol, bids, asks, True, None, self.update_id, None, now_ns, now_ns)
+
+
+#: Level sizes 0.01 .. 4.99 (as before: cents of 1 .. 499).
+_QTYS = tuple(f"{n / 100:.2f}" for n in range(1, 500))
+_PRICE_LISTS: dict[tuple[int, int], tuple[str, ...]] = {}
+
+
+def _prices(best_cents: int, step: int) -> tuple[str, ...]:
+    """DEPTH_LEVELS prices from the best one outwards (above zero), cached per best price."""
+    key = (best_cents, step)
+    prices = _PRICE_LISTS.get(key)
+    if prices is None:
+        if len(_PRICE_LISTS) > 4096:  # a random walk wanders: keep the cache bounded
+            _PRICE_LISTS.clear()
+        levels = (best_cents + i * step for i in range(DEPTH_LEVELS))
+        prices = _PRICE_LISTS[key] = tuple(_cents_to_str(c) for c in levels if c > 0)
+    return prices
 
 
 class StubbedConnector(NativeConnector):
