@@ -136,12 +136,14 @@ def ours(args: argparse.Namespace) -> dict[str, Any]:
 
     def parse_depth() -> None:
         book = LocalBook("binance", "BTCUSDT", futures=False)
-        first = parser.parse(diffs[0], 1)
-        assert isinstance(first, DepthDiff)
+        first, second = parser.parse(diffs[0], 1), parser.parse(diffs[1], 1)
+        assert isinstance(first, DepthDiff) and isinstance(second, DepthDiff)
         book.on_diff(first)
-        assert book.on_snapshot(Snapshot(first.first_update_id - 1, snapshot.bids, snapshot.asks))
+        book.on_diff(second)
+        # The snapshot covers the first diff; the second straddles it (spot: U <= L + 1 <= u).
+        assert book.on_snapshot(Snapshot(first.last_update_id, snapshot.bids, snapshot.asks))
         parse, on_diff = parser.parse, book.on_diff
-        for frame in diffs[1:]:
+        for frame in diffs[2:]:
             diff = parse(frame, 1)
             assert on_diff(diff)  # type: ignore[arg-type]  # a DepthUpdate out for every diff in
         assert book.stats.gaps == 0 and book.state == "synced"

@@ -48,17 +48,14 @@ SYMBOL_PATTERN: Final = f"^[A-Za-z0-9_-]{{1,{SYMBOL_MAX_LENGTH}}}$"
 EXCHANGE_PATTERN: Final = f"^[a-z0-9_]{{1,{EXCHANGE_MAX_LENGTH}}}$"
 
 #: A whole ``[["price","qty"],...]`` array as orjson writes it: every price and quantity a plain
-#: decimal string of at most DECIMAL_MAX_LENGTH characters, every price > 0.
-_BOUND = rb'(?=[0-9.]{1,%d}")' % DECIMAL_MAX_LENGTH
-_LEVELS = re.compile(
-    rb'\[(?:\["'
-    + _BOUND
-    + POSITIVE_DECIMAL_TEXT.encode()
-    + rb'","'
-    + _BOUND
-    + DECIMAL_TEXT.encode()
-    + rb'"\](?:,(?!\])|(?=\])))*\]'
-)
+#: decimal string of at most DECIMAL_MAX_LENGTH characters, every price > 0. The same language as
+#: DECIMAL_TEXT / POSITIVE_DECIMAL_TEXT, written with possessive quantifiers (no backtracking: the
+#: hot loop of every depth message; tests/test_properties.py checks it against the per-value rules).
+_BOUND = rb'(?=[0-9.]{1,%d}+")' % DECIMAL_MAX_LENGTH
+_POSITIVE_FAST = rb"(?:0\.0*+[1-9][0-9]*+|[1-9][0-9]*+(?:\.[0-9]++)?+)"
+_DECIMAL_FAST = rb"(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+"
+_LEVEL = rb'\["' + _BOUND + _POSITIVE_FAST + rb'","' + _BOUND + _DECIMAL_FAST + rb'"\]'
+_LEVELS = re.compile(rb"\[(?:" + _LEVEL + rb",)*+" + _LEVEL + rb"\]|\[\]")
 _DECIMAL = re.compile(DECIMAL_TEXT)
 _POSITIVE = re.compile(POSITIVE_DECIMAL_TEXT)
 _SYMBOL = re.compile(SYMBOL_PATTERN.strip("^$"))

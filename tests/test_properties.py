@@ -428,3 +428,35 @@ def test_float_nan_never_reaches_a_contract() -> None:
             },
             RECV,
         )
+
+
+# ---- the fused level-array rule ------------------------------------------------------------
+
+
+def _level_ok(level: object) -> bool:
+    """The per-value rules, one string at a time: what ``rules.levels`` must agree with."""
+    if type(level) is not list or len(level) != 2 or not all(type(v) is str for v in level):
+        return False
+    try:
+        rules.decimal_text(level[0], "price", positive=True)
+        rules.decimal_text(level[1], "qty", positive=False)
+    except RuleViolation:
+        return False
+    return True
+
+
+@given(
+    st.one_of(
+        _levels(positive_decimals | hostile_decimals, plain_decimals | hostile_decimals),
+        st.lists(st.one_of(json_values, st.lists(plain_decimals, max_size=3)), max_size=4),
+        json_values,
+    )
+)
+def test_the_fused_level_rule_accepts_exactly_what_the_per_value_rules_accept(raw: Any) -> None:
+    expected = type(raw) is list and all(_level_ok(level) for level in raw)
+    try:
+        rules.levels(raw)
+        accepted = True
+    except RuleViolation:
+        accepted = False
+    assert accepted == expected

@@ -23,6 +23,19 @@ def price_key(price: str) -> str:
     return price.rstrip("0").rstrip(".") if "." in price else price
 
 
+#: price string -> price_key, shared by every book: prices near the touch recur all day, and a dict
+#: lookup is cheaper than canonicalising each time. Bounded: cleared when it grows past the limit.
+_KEYS: dict[str, str] = {}
+_KEYS_LIMIT = 200_000
+
+
+def _new_key(price: str) -> str:
+    if len(_KEYS) >= _KEYS_LIMIT:
+        _KEYS.clear()
+    key = _KEYS[price] = price_key(price)
+    return key
+
+
 def _price(level: WireLevel) -> Decimal:
     return Decimal(level[0])
 
@@ -36,12 +49,17 @@ class PriceLevels:
         self._levels: dict[str, WireLevel] = {}
 
     def apply(self, levels: Iterable[WireLevel]) -> None:
-        book = self._levels
+        book, keys = self._levels, _KEYS
         for level in levels:
-            if level[1].strip("0."):  # an absolute quantity
-                book[price_key(level[0])] = level
+            price = level[0]
+            key = keys.get(price)
+            if key is None:
+                key = _new_key(price)
+            qty = level[1]
+            if qty[0] != "0" or qty.strip("0."):  # an absolute quantity (most do not start with 0)
+                book[key] = level
             else:  # quantity 0 removes the level; removing an unknown level is normal
-                book.pop(price_key(level[0]), None)
+                book.pop(key, None)
 
     def clear(self) -> None:
         self._levels.clear()
