@@ -44,7 +44,9 @@ class StubSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT"])
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTCUSDT"], description="comma-separated instrument ids"
+    )
     stub_trades_per_s: float = Field(
         default=20.0, ge=0, description="stub trade rate per symbol; 0 = unthrottled"
     )
