@@ -76,7 +76,8 @@ async def test_the_documented_recipe_keeps_the_feeds_book_across_a_late_start_an
                     await eventually(lambda: book.get("feed_run") == stream.feed_run, timeout_s=10)
                     await _play(venue, unique, diffs[50:])  # then follows the deltas one by one
                     feed = await _feeds_book(nc, unique)
-                    await eventually(lambda: book.get("seq") == feed["seq"], timeout_s=10)
+                    seq = feed["seq"]
+                    await eventually(lambda: book.get("seq") == seq, timeout_s=10)  # noqa: B023
                     compared.append((run, dict(book), feed, len(requests)))
     finally:
         if task is not None:

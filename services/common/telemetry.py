@@ -45,7 +45,8 @@ class TelemetrySettings(BaseSettings):
 
     otel_sdk_disabled: bool = Field(default=False, description="true: no telemetry at all")
     otel_service_name: str | None = Field(
-        default=None, description="service.name; unset: the service's own (connector_feed, strategy_engine ...)"
+        default=None,
+        description="service.name; unset: the service's own (connector_feed, strategy_engine ...)",
     )
     otel_resource_attributes: str | None = Field(
         default=None, description="extra resource attributes, k=v,k2=v2"
