@@ -222,3 +222,17 @@ def test_replay_progress_is_read_from_the_feeds_health() -> None:
         " 14.7%  lines=77  at 2026-01-05T12:00:03.100000+00:00  251 lines/s  published depth=14 trade=62"
     )
     assert replay_state({"service": "connector_feed", "status": "no reply"}) is None
+
+
+def test_replay_refuses_a_missing_or_misplaced_recording_before_starting_anything(tmp_path: Path) -> None:
+    misplaced = tmp_path / "BTCUSDT_20260105.gz"  # not in an exchange folder
+    misplaced.write_bytes(gzip.compress(b""))
+    env = {"NATS_URL": f"nats://127.0.0.1:{free_port()}"}
+
+    missing = _cli(["replay", str(tmp_path / "nope.gz")], tmp_path, env)
+    elsewhere = _cli(["replay", str(misplaced)], tmp_path, env)
+
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert f"REPLAY_PATH={tmp_path / 'nope.gz'}: no such file or folder" in missing.stderr
+    assert elsewhere.returncode == 2 and "recordings must sit in one exchange folder" in elsewhere.stderr
+    assert not (tmp_path / ".hftfeed").exists()  # no stack was started
