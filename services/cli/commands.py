@@ -22,9 +22,7 @@ def register(app: typer.Typer) -> None:
 
 def top(
     interval_s: Annotated[float, typer.Option("--interval", help="seconds between refreshes")] = 1.0,
-    iterations: Annotated[
-        int, typer.Option(help="stop after this many refreshes (0 = until Ctrl-C or q)")
-    ] = 0,
+    iterations: Annotated[int, typer.Option(help="stop after this many refreshes (0 = until Ctrl-C)")] = 0,
     once: Annotated[
         bool, typer.Option("--once", help="one refresh, printed (same as --iterations 1)")
     ] = False,
@@ -76,8 +74,9 @@ def record(
 ) -> None:
     """Make a recording offline, in the format the feed records live Binance (RECORD_DIR).
 
-    From the stub (rates and swing from STUB_*), written at once on a simulated clock; or the first
-    --seconds of an existing recording. Replay it with `hftfeed replay OUT/binance`.
+    From the stub (rates and swing from STUB_*), written at once on a simulated clock, or cut from
+    the start of an existing recording (--source replay --from PATH). Replay it with
+    `hftfeed replay OUT/binance`.
     """
     from services.cli.record import record_command
     from services.connector_feed.stub import StubSettings
