@@ -195,7 +195,7 @@ def test_the_documented_replay_command_replays_the_example_through_the_stack(tmp
     finished = [line for line in run.stdout.splitlines() if line.startswith("replay finished:")]
     assert len(finished) == 1, run.stdout
     assert "100.0%" in finished[0] and "lines=1500" in finished[0] and f"trade={trade_frames}" in finished[0]
-    assert "stopped." in run.stdout  # the stack was stopped
+    assert "stopped" in run.stdout  # the stack was stopped
 
 
 def test_replay_progress_is_read_from_the_feeds_health() -> None:
