@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import Client
 
 from services.cli.top_model import counter_rates, errors_by_reason, percentiles
 from services.cli.top_view import aligned, render_text
@@ -204,7 +206,7 @@ def test_a_column_of_decimals_is_aligned_without_changing_a_value() -> None:
 @pytest.fixture(scope="module")
 def stack(nats_url: str) -> Iterator[tuple[dict[str, str], str]]:
     symbol = "TOP" + uuid.uuid4().hex[:8].upper()
-    env = _env(nats_url, symbol)
+    env = _env(nats_url, symbol, VWAP_THRESHOLD_BPS="10", STUB_SWING_BPS="40")  # the default demo's signals
     with services(env):
         deadline = time.monotonic() + 20
         while _run(["health", "--timeout", "1"], env).returncode != 0:
@@ -231,20 +233,36 @@ def test_top_once_prints_the_live_stack_as_text(stack: tuple[dict[str, str], str
     assert max(len(line) for line in run.stdout.splitlines()) > 80  # never cut at 80 columns
 
 
-def test_top_json_gives_each_refresh_as_data(stack: tuple[dict[str, str], str]) -> None:
+async def test_top_json_gives_each_refresh_as_data(stack: tuple[dict[str, str], str], nc: Client) -> None:
     env, symbol = stack
+    top = subprocess.Popen(  # noqa: ASYNC220  (a plain child process, observed from outside)
+        [*HFTFEED, "top", "--json", "--iterations", "2", "--interval", "1"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    assert top.stdout is not None
+    first = await asyncio.to_thread(top.stdout.readline)  # top is subscribed: it has refreshed once
+    signal_ = {
+        "strategy": "manual",
+        "symbol": symbol,
+        "side": "buy",
+        "strength": "1",
+        "reason": "test",
+        "ts": 1,
+    }
+    await nc.publish(f"signals.manual.{symbol}", json.dumps(signal_).encode())
+    out, _ = await asyncio.to_thread(top.communicate, timeout=30)
 
-    run = _run(["top", "--json", "--iterations", "2", "--interval", "1"], env)
-
-    refreshes = [json.loads(line) for line in run.stdout.splitlines()]
-    assert run.returncode == 0 and len(refreshes) == 2
+    refreshes = [json.loads(line) for line in [first, *out.splitlines()]]
+    assert top.returncode == 0 and len(refreshes) == 2
     last = refreshes[-1]
     book = last["instruments"][symbol]["book"]
     assert book["state"] == "synced" and len(book["bids"]) == len(book["asks"]) == 5
     assert book["bids"][0][0] < book["asks"][0][0] and book["seq"] > 0
     assert last["rates"]["connector_feed"]["out"] > 50
     assert last["instruments"][symbol]["lag_ms"]["bus"]["n"] > 50
-    assert any(s["symbol"] == symbol for s in last["signals"])
+    assert {"subject": f"signals.manual.{symbol}", **signal_} in last["signals"]
 
 
 def test_top_ends_quietly_when_its_reader_goes_away_or_on_sigint(stack: tuple[dict[str, str], str]) -> None:
