@@ -233,24 +233,19 @@ def test_top_once_prints_the_live_stack_as_text(stack: tuple[dict[str, str], str
     assert max(len(line) for line in run.stdout.splitlines()) > 80  # never cut at 80 columns
 
 
+def _top(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """``hftfeed top ARGS`` with its output on pipes."""
+    return subprocess.Popen(
+        [*HFTFEED, "top", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
 async def test_top_json_gives_each_refresh_as_data(stack: tuple[dict[str, str], str], nc: Client) -> None:
     env, symbol = stack
-    top = subprocess.Popen(  # noqa: ASYNC220  (a plain child process, observed from outside)
-        [*HFTFEED, "top", "--json", "--iterations", "2", "--interval", "1"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    )
+    top = _top(env, "--json", "--iterations", "2", "--interval", "1")
     assert top.stdout is not None
     first = await asyncio.to_thread(top.stdout.readline)  # top is subscribed: it has refreshed once
-    signal_ = {
-        "strategy": "manual",
-        "symbol": symbol,
-        "side": "buy",
-        "strength": "1",
-        "reason": "test",
-        "ts": 1,
-    }
+    signal_ = {"strategy": "manual", "symbol": symbol, "side": "buy", "strength": "1", "reason": "t", "ts": 1}
     await nc.publish(f"signals.manual.{symbol}", json.dumps(signal_).encode())
     out, _ = await asyncio.to_thread(top.communicate, timeout=30)
 
@@ -267,28 +262,17 @@ async def test_top_json_gives_each_refresh_as_data(stack: tuple[dict[str, str], 
 
 def test_top_ends_quietly_when_its_reader_goes_away_or_on_sigint(stack: tuple[dict[str, str], str]) -> None:
     env, _ = stack
-    piped = subprocess.Popen(
-        [*HFTFEED, "top", "--interval", "0.3"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    piped = _top(env, "--interval", "0.3")
     head = subprocess.run(["head", "-1"], stdin=piped.stdout, capture_output=True, timeout=20, check=False)
-    assert piped.stdout is not None
+    assert piped.stdout is not None and piped.stderr is not None
     piped.stdout.close()
-    interrupted = subprocess.Popen(
-        [*HFTFEED, "top", "--interval", "0.3"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(2)
+    interrupted = _top(env, "--interval", "0.3")
+    assert interrupted.stdout is not None
+    interrupted.stdout.readline()  # it is running: its first refresh is out
     interrupted.send_signal(signal.SIGINT)
     _, interrupted_err = interrupted.communicate(timeout=15)
 
-    assert piped.wait(timeout=15) == 0 and piped.stderr is not None and piped.stderr.read() == b""
+    assert piped.wait(timeout=15) == 0 and piped.stderr.read() == b""
     assert head.stdout.startswith(b"hftfeed top")
     assert (interrupted.returncode, interrupted_err) == (0, b"")
 
