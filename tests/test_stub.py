@@ -64,7 +64,7 @@ def test_health_has_the_seed_shape() -> None:
 
 
 def test_generated_events_are_valid_contracts() -> None:
-    stub = StubbedConnector(_settings())
+    stub = StubbedConnector(_settings(stub_swing_bps=0))
 
     events = _events(stub, 400)
 
@@ -81,6 +81,19 @@ def test_generated_events_are_valid_contracts() -> None:
     assert [t.trade_id for t in btc] == list(range(1, 101))
     prices = [Decimal(t.price) for t in btc]
     assert all(abs(b - a) <= Decimal("0.01") for a, b in itertools.pairwise(prices))  # a random walk
+
+
+def test_the_price_swings_by_stub_swing_bps_over_one_period() -> None:
+    stub = StubbedConnector(_settings(symbols="BTCUSDT", stub_trades_per_s=20, stub_swing_period_s=30))
+    trades: list[Trade] = []
+    while len(trades) < 600:  # one cycle: 30 s of trades at 20 a second
+        trades.extend(e for e in stub.due(1e9, 1) if isinstance(e, Trade))
+    prices = [Decimal(t.price) for t in trades[:600]]
+
+    start = Decimal("50000.00")
+    top, bottom = (max(prices) - start) / start * 10_000, (min(prices) - start) / start * 10_000
+    assert Decimal(39) < top < Decimal(41) and Decimal(-41) < bottom < Decimal(-39)  # 40 bp each way
+    assert prices.index(max(prices)) < prices.index(min(prices))  # up first, then down
 
 
 def test_same_seed_same_stream_other_seed_other_stream() -> None:

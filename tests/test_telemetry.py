@@ -45,6 +45,7 @@ def _env(nats_url: str, symbol: str, **extra: str) -> dict[str, str]:
             "STUB_TRADES_PER_S": "100",
             "STUB_DEPTH_PER_S": "10",
             "STUB_SEED": "5",
+            "STUB_SWING_BPS": "0",  # the plain one-cent walk: the view flips often, signals come quickly
             "VWAP_MIN_TRADES": "2",
             "VWAP_THRESHOLD_BPS": "0.001",  # one 0.01 tick on 50000 is 0.002 bps
             "PYTHONPATH": str(ROOT),

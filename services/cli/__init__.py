@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from services.cli.commands import register
 from services.common.logging import configure_logging
 from services.common.settings import CommonSettings, SettingsError, load_settings
 
@@ -162,6 +163,9 @@ def sub(
     raise typer.Exit(
         asyncio.run(sub_command(settings.nats_url, subject, as_json, count, settings.nats_security()))
     )
+
+
+register(app)  # top, record, replay (services/cli/commands.py)
 
 
 def main() -> None:

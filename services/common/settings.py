@@ -73,7 +73,9 @@ class CommonSettings(BaseSettings):
         description="messages a subscription may hold undelivered before NATS drops (a slow consumer: "
         "counted, and every book resyncs)",
     )
-    log_level: LogLevel = "INFO"
+    log_level: LogLevel = Field(
+        default="INFO", description="DEBUG adds a line per tick (connector_trade, connector_depth)"
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="uvloop (faster) or the standard asyncio loop"
     )
@@ -180,8 +182,16 @@ class ReconnectSettings(BaseSettings):
 
     reconnect_initial_s: float = Field(default=0.5, gt=0, description="first retry delay")
     reconnect_max_s: float = Field(default=8.0, gt=0, description="cap on the doubling delay")
-    reconnect_max_attempts: int = Field(default=5, ge=0, description="attempts before giving up; 0 = forever")
-    reconnect_jitter: bool = Field(default=False, description="randomise each delay within [delay/2, delay]")
+    reconnect_max_attempts: int = Field(
+        default=5,
+        ge=0,
+        description="attempts before giving up, then the feed exits 1; 0 = forever. Binance "
+        "(DATA_SOURCE=binance_ws) retries forever unless this is set: it reports down instead",
+    )
+    reconnect_jitter: bool = Field(
+        default=False,
+        description="randomise each delay within [delay/2, delay]; on for Binance unless this is set",
+    )
     reconnect_reset_after_s: float = Field(
         default=30.0,
         ge=0,

@@ -43,23 +43,57 @@ class TelemetrySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    otel_sdk_disabled: bool = False
-    otel_service_name: str | None = None
-    otel_resource_attributes: str | None = None
-    otel_exporter_otlp_endpoint: str | None = None
-    otel_exporter_otlp_traces_endpoint: str | None = None
-    otel_exporter_otlp_metrics_endpoint: str | None = None
-    otel_exporter_otlp_protocol: Protocol = "http/protobuf"
-    otel_exporter_otlp_traces_protocol: Protocol | None = None
-    otel_exporter_otlp_metrics_protocol: Protocol | None = None
-    otel_traces_sampler: str = Field(default="parentbased_traceidratio")
+    otel_sdk_disabled: bool = Field(default=False, description="true: no telemetry at all")
+    otel_service_name: str | None = Field(
+        default=None,
+        description="service.name; unset: the service's own (connector_feed, strategy_engine ...)",
+    )
+    otel_resource_attributes: str | None = Field(
+        default=None, description="extra resource attributes, k=v,k2=v2"
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP endpoint for traces and metrics; unset = no exporter at all (nothing blocks, "
+        "retries or logs)",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, description="traces only, used verbatim"
+    )
+    otel_exporter_otlp_metrics_endpoint: str | None = Field(
+        default=None, description="metrics only, used verbatim"
+    )
+    otel_exporter_otlp_protocol: Protocol = Field(
+        default="http/protobuf",
+        description="http/protobuf (appends /v1/traces, /v1/metrics to the base endpoint) or grpc "
+        "(http://host:4317)",
+    )
+    otel_exporter_otlp_traces_protocol: Protocol | None = Field(
+        default=None, description="traces only; unset: OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    otel_exporter_otlp_metrics_protocol: Protocol | None = Field(
+        default=None, description="metrics only; unset: OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    otel_traces_sampler: str = Field(
+        default="parentbased_traceidratio",
+        description="always_off disables spans, always_on traces every market-data message",
+    )
     otel_traces_sampler_arg: float | None = Field(
-        default=None, ge=0, le=1, validation_alias=AliasChoices("otel_traces_sampler_arg")
+        default=None,
+        ge=0,
+        le=1,
+        validation_alias=AliasChoices("otel_traces_sampler_arg"),
+        description=f"share of market-data messages traced, decided before any tracer call; unset: "
+        f"{DEFAULT_MD_RATIO}",
     )
     #: Our own guard (not an OTel variable): at most this many market-data traces per second per
     #: process, however fast the data, so a burst cannot turn tracing into the bottleneck
     #: (a traced message costs ~100 µs of span work and OTLP encoding in-process). 0 = no cap.
-    md_trace_max_per_s: float = Field(default=100.0, ge=0)
+    md_trace_max_per_s: float = Field(
+        default=100.0,
+        ge=0,
+        description="ours, not OpenTelemetry's: at most this many market-data traces per second per "
+        "process (0 = no cap), so a burst cannot make tracing the bottleneck",
+    )
 
     @property
     def traces_enabled(self) -> bool:

@@ -23,7 +23,9 @@ _OWN = "package.module:ClassName for a connector of your own"
 
 class FeedSettings(CommonSettings, ReconnectSettings):
     data_source: Literal["binance_ws", "hft_connector"] = Field(
-        default="binance_ws", description="binance_ws (live Binance) or hft_connector (CONNECTOR_NAME)"
+        default="binance_ws",
+        description="binance_ws (live Binance, BINANCE_*) or hft_connector (CONNECTOR_NAME). `hftfeed up` "
+        "runs the stub unless DATA_SOURCE or BINANCE_MARKET is set; docker compose runs binance_ws",
     )
     connector_name: str | None = Field(
         default=None,

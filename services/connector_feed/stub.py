@@ -1,13 +1,20 @@
-"""``StubbedConnector``: synthetic trades (a random walk) and top-10 depth snapshots, pushed.
+"""``StubbedConnector``: synthetic trades and top-10 depth snapshots, pushed.
+
+The price is a one-cent random walk riding on a slow swing: a sine of STUB_SWING_BPS (default
+40 bp) around the start price, one cycle every STUB_SWING_PERIOD_S (default 30 s) of trades. The
+swing is what makes the demo show something: the default ``vwap`` strategy (10 bp from a 60 s
+VWAP) signals within a few seconds of ``hftfeed up``; ``STUB_SWING_BPS=0`` leaves the plain walk.
 
 A native connector: it wakes when the next event is due (STUB_TRADES_PER_S / STUB_DEPTH_PER_S per
 symbol; 0 = as fast as the feed publishes) and hands over every due event in one batch. The values
-are deterministic for a given STUB_SEED (timestamps are the wall clock), whatever the timing.
+are deterministic for a given STUB_SEED (timestamps are the wall clock), whatever the timing: the
+swing follows the trade count, not the clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from typing import Annotated, Any
@@ -26,6 +33,8 @@ DEPTH_LEVELS = 10
 _STEPS = (-TICK_CENTS, 0, TICK_CENTS, 0)
 #: Events handed over in one batch at most (unthrottled: the batch size of every step).
 BATCH = 64
+#: Trades per swing cycle when the stub is unthrottled (STUB_TRADES_PER_S=0).
+UNTHROTTLED_SWING_TRADES = 600
 EXCHANGE = "stub"
 log = get_logger("connector_feed")
 
@@ -35,7 +44,9 @@ class StubSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT"])
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTCUSDT"], description="comma-separated instrument ids"
+    )
     stub_trades_per_s: float = Field(
         default=20.0, ge=0, description="stub trade rate per symbol; 0 = unthrottled"
     )
@@ -46,6 +57,19 @@ class StubSettings(BaseSettings):
     stub_start_price: str = Field(
         default="50000.00", pattern=r"^[0-9]+\.[0-9]{2}$", description="first stub price"
     )
+    stub_swing_bps: float = Field(
+        default=40.0,
+        ge=0,
+        le=5000,
+        description="amplitude of the price's slow swing around the start price, in basis points "
+        "(0 = a plain one-cent random walk); 40 makes the default vwap strategy signal within seconds",
+    )
+    stub_swing_period_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="one swing cycle takes this many seconds of trades at STUB_TRADES_PER_S "
+        f"({UNTHROTTLED_SWING_TRADES} trades when unthrottled)",
+    )
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -53,23 +77,41 @@ class StubSettings(BaseSettings):
         return parse_symbols(value)
 
 
+def swing_offsets(start_cents: int, swing_bps: float, trades: int) -> tuple[int, ...]:
+    """The swing's offset in cents from the start price at each trade of one cycle."""
+    if swing_bps == 0:
+        return (0,)
+    amplitude = start_cents * swing_bps / 10_000
+    return tuple(round(amplitude * math.sin(2 * math.pi * i / trades)) for i in range(trades))
+
+
+def swing_trades(settings: StubSettings) -> int:
+    """Trades in one swing cycle: STUB_SWING_PERIOD_S at the configured trade rate."""
+    if settings.stub_trades_per_s == 0:
+        return UNTHROTTLED_SWING_TRADES
+    return max(2, round(settings.stub_swing_period_s * settings.stub_trades_per_s))
+
+
 class _Lane:
     """One symbol's generator state."""
 
-    def __init__(self, symbol: str, start_cents: int, seed: int | None) -> None:
+    def __init__(self, symbol: str, start_cents: int, seed: int | None, swing: tuple[int, ...]) -> None:
         self.symbol = symbol
         # One generator per symbol and kind: the values do not depend on how they interleave.
         entropy = random.SystemRandom().random() if seed is None else seed
         self.trade_rng = random.Random(f"{entropy}:{symbol}:trades")
         self.depth_rng = random.Random(f"{entropy}:{symbol}:depth")
-        self.cents = start_cents
+        self.walk = start_cents  # the random walk, before the swing
+        self.cents = start_cents  # the last trade's price
+        self.swing = swing
         self.trade_id = 0
         self.update_id = 0
 
     def trade(self, now_ns: int) -> Trade:
         bits = self.trade_rng.getrandbits(32)  # one draw: step, side and size
-        self.cents = max(TICK_CENTS, self.cents + _STEPS[bits & 3])
+        self.walk = max(TICK_CENTS, self.walk + _STEPS[bits & 3])
         self.trade_id += 1
+        self.cents = max(TICK_CENTS, self.walk + self.swing[self.trade_id % len(self.swing)])
         buyer_is_maker = bool(bits & 4)
         return Trade(
             EXCHANGE,
@@ -124,7 +166,8 @@ class StubbedConnector(NativeConnector):
         self._trade_rate = settings.stub_trades_per_s
         self._depth_rate = settings.stub_depth_per_s
         start = int(settings.stub_start_price.replace(".", ""))
-        self._lanes = [_Lane(s, start, settings.stub_seed) for s in settings.symbols]
+        swing = swing_offsets(start, settings.stub_swing_bps, swing_trades(settings))
+        self._lanes = [_Lane(s, start, settings.stub_seed, swing) for s in settings.symbols]
         self._connected = False
         self.trades_sent = 0
         self.depth_sent = 0

@@ -7,6 +7,8 @@ receipt time (kept as ``ts_recv``), REST snapshot lines as snapshots - so it pub
 what the live connector published. Events go to the feed in batches (all the lines read in one
 step). ``REPLAY_SPEED`` multiplies the recorded pace (0 = as fast as possible). A truncated or
 corrupt file is reported with its position and the replay carries on with the other files.
+Progress (lines, recorded time, share of the files' bytes read) is in health and in a
+``replay_progress`` log line every ``REPLAY_PROGRESS_S``; ``hftfeed replay`` draws it as a bar.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,7 +45,6 @@ log = get_logger("replay")
 MARKET_OF = {exchange: market for market, exchange in EXCHANGE.items()}
 #: Lines decoded per step at most before their events are delivered together.
 LINES_PER_STEP = 256
-PROGRESS_EVERY_S = 5.0
 _SNAPSHOT_PREFIX = b'{"lastUpdateId"'
 
 Line = tuple[int, int, int, str, bytes]  # recv_ns, file index, line number, venue symbol, text
@@ -59,6 +60,9 @@ class ReplaySettings(BaseSettings):
     )
     replay_speed: float = Field(
         default=1.0, ge=0, description="replay pace: 1 = as recorded, 10 = 10x, 0 = flat out"
+    )
+    replay_progress_s: float = Field(
+        default=5.0, gt=0, description="a replay_progress log line (lines, position, percent) this often"
     )
 
 
@@ -79,6 +83,10 @@ class ReplayConnector(NativeConnector):
             raise ValueError("CONNECTOR_NAME=replay needs REPLAY_PATH (a recording or a folder of them)")
         self.files = recordings(settings.replay_path)
         self.speed = settings.replay_speed
+        self.progress_every_s = settings.replay_progress_s
+        self.total_bytes = sum(f.stat().st_size for f in self.files)
+        self._done_bytes = 0  # of the files read to the end
+        self._reading: dict[int, IO[bytes]] = {}  # the compressed files being read, by index
         markets = {MARKET_OF.get(f.parent.name) for f in self.files}
         if None in markets or len(markets) != 1:
             found = [str(f) for f in self.files[:3]]
@@ -134,6 +142,7 @@ class ReplayConnector(NativeConnector):
                     if batch:
                         await sink.deliver(batch)
                         batch = []
+                    self._progress_now()
                     await asyncio.sleep(due)
             batch.extend(self._step(line))
             if len(batch) >= LINES_PER_STEP or not self.lines % LINES_PER_STEP:
@@ -164,7 +173,8 @@ class ReplayConnector(NativeConnector):
         symbol = path.name.rsplit("_", 1)[0]
         number = 0
         try:
-            with gzip.open(path, "rb") as lines:
+            with path.open("rb") as compressed, gzip.GzipFile(fileobj=compressed) as lines:
+                self._reading[index] = compressed
                 for number, raw in enumerate(lines, start=1):
                     stamp, _, text = raw.rstrip(b"\n").partition(b" ")
                     if not stamp.isdigit() or not text:
@@ -174,10 +184,13 @@ class ReplayConnector(NativeConnector):
             report = {"file": str(path), "after_line": number, "error": repr(error)}
             self.errors.append(report)
             log.error("replay_file_error", **report)
+        finally:
+            self._reading.pop(index, None)
+            self._done_bytes += path.stat().st_size
 
     def _progress_now(self) -> None:
         now = time.monotonic()
-        if now - self._last_progress >= PROGRESS_EVERY_S:
+        if now - self._last_progress >= self.progress_every_s:
             self._last_progress = now
             log.info("replay_progress", **self.progress())
 
@@ -186,8 +199,10 @@ class ReplayConnector(NativeConnector):
         position = (
             None if self.position_ns is None else datetime.fromtimestamp(self.position_ns / 1e9, tz=UTC)
         )
+        read = self._done_bytes + sum(f.tell() for f in self._reading.values() if not f.closed)
         return {
             "lines": self.lines,
+            "percent": 100.0 if self.finished else round(100 * min(read / max(self.total_bytes, 1), 1.0), 1),
             "position": position.isoformat() if position else None,
             "lines_per_s": round(self.lines / elapsed),
             "file_errors": len(self.errors),
