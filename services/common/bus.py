@@ -84,9 +84,18 @@ class Bus:
 
     @classmethod
     async def connect(
-        cls, url: str, name: str, timeout_s: float = 5.0, security: NatsSecurity | None = None
+        cls,
+        url: str,
+        name: str,
+        timeout_s: float = 5.0,
+        security: NatsSecurity | None = None,
+        trusted_subjects: bool = False,
     ) -> Bus:
-        """Connect within ``timeout_s`` or raise ``BusConnectError`` naming the (redacted) URL and why."""
+        """Connect within ``timeout_s`` or raise ``BusConnectError`` naming the (redacted) URL and why.
+
+        ``trusted_subjects``: nats-py skips its per-publish subject check (a regex search, ~0.25 us):
+        for a connection whose every subject is built by ``schemas.subjects`` from tokens that
+        ``schemas.rules.symbol`` already checked (no whitespace, no CR/LF: nothing to inject)."""
         security = security or NatsSecurity()
         try:
             options = security.connect_options(url)
@@ -104,6 +113,7 @@ class Bus:
                 ping_interval=20,
                 max_outstanding_pings=3,
                 pending_size=8 * 1024 * 1024,
+                skip_subject_validation=trusted_subjects,
                 flush_timeout=5,
                 drain_timeout=5,
                 error_cb=bus._on_error,

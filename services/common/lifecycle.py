@@ -100,13 +100,20 @@ def service_main(
     return run_service(lambda stop: run(settings, stop), settings.event_loop)
 
 
-async def start_runtime(service: str, settings: CommonSettings) -> tuple[Bus, Telemetry]:
+async def start_runtime(
+    service: str, settings: CommonSettings, trusted_subjects: bool = False
+) -> tuple[Bus, Telemetry]:
     """Telemetry (from the OTEL_* variables) and the NATS connection every service starts with;
-    ``FatalError`` naming NATS_URL if NATS cannot be reached in time."""
+    ``FatalError`` naming NATS_URL if NATS cannot be reached in time (``Bus.connect`` for
+    ``trusted_subjects``)."""
     telemetry = setup_telemetry(service)
     try:
         bus = await Bus.connect(
-            settings.nats_url, service, settings.nats_connect_timeout_s, settings.nats_security()
+            settings.nats_url,
+            service,
+            settings.nats_connect_timeout_s,
+            settings.nats_security(),
+            trusted_subjects=trusted_subjects,
         )
     except BusConnectError as error:
         telemetry.shutdown()

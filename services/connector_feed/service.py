@@ -80,7 +80,8 @@ def feed_health(
 
 async def run_feed(settings: FeedSettings, stop: asyncio.Event) -> int:
     connector, label = build_connector(settings)
-    bus, telemetry = await start_runtime(SERVICE, settings)
+    # Every subject it publishes is built from checked tokens (schemas.subjects, schemas.rules).
+    bus, telemetry = await start_runtime(SERVICE, settings, trusted_subjects=True)
     stream = HFTConnectorStream(
         connector, bus, settings.max_queue, connector_label=label, telemetry=telemetry
     )
