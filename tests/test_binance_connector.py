@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from typing import Any
 
 from nats.aio.client import Client
@@ -18,8 +17,8 @@ from services.connector_feed.binance.dedupe import TradeDedupe
 from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.service import feed_health
 from services.connector_feed.stream import HFTConnectorStream
+from tests.binance_helpers import SubscriberBook
 from tests.fake_binance import (
-    ExpectedBook,
     FakeBinance,
     Market,
     agg_trade,
@@ -35,46 +34,6 @@ from tests.fake_binance import (
 from tests.helpers import collect, eventually, running_stream
 
 TS = 1_770_000_000_000
-
-
-class SubscriberBook:
-    """What any subscriber does with md.<SYMBOL>.depth: rebuild the book and check the chain."""
-
-    def __init__(self) -> None:
-        self.bids: dict[Decimal, str] = {}
-        self.asks: dict[Decimal, str] = {}
-        self.last: int | None = None
-        self.snapshots = 0
-        self.chain_breaks = 0
-
-    def on(self, update: DepthUpdate) -> None:
-        if update.is_snapshot:
-            self.bids = {p: format(q, "f") for p, q in update.bids}
-            self.asks = {p: format(q, "f") for p, q in update.asks}
-            self.snapshots += 1
-        else:
-            assert self.last is not None
-            continues = (
-                update.prev_last_update_id == self.last
-                if update.prev_last_update_id is not None
-                else update.first_update_id == self.last + 1
-            )
-            if not continues:
-                self.chain_breaks += 1
-            for side, levels in ((self.bids, update.bids), (self.asks, update.asks)):
-                for price, qty in levels:
-                    if qty == 0:
-                        side.pop(price, None)
-                    else:
-                        side[price] = format(qty, "f")
-        self.last = update.last_update_id
-
-    def equals(self, expected: ExpectedBook) -> bool:
-        def canon(side: dict[str, str]) -> dict[Decimal, Decimal]:
-            return {Decimal(p): Decimal(q) for p, q in side.items()}
-
-        mine = ({p: Decimal(q) for p, q in self.bids.items()}, {p: Decimal(q) for p, q in self.asks.items()})
-        return mine == (canon(expected.bids), canon(expected.asks)) and self.last == expected.last_update_id
 
 
 @asynccontextmanager
@@ -97,10 +56,7 @@ async def feed(
 
 
 def _books(messages: list[Msg]) -> SubscriberBook:
-    book = SubscriberBook()
-    for msg in messages:
-        book.on(DepthUpdate.model_validate_json(msg.data))
-    return book
+    return SubscriberBook.of(messages)
 
 
 async def _run_book(nats_url: str, nc: Client, market: Market, unique: str) -> None:

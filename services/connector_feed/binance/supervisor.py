@@ -115,33 +115,47 @@ class LinkSupervisor:
             self._joins.pop(link, None)
             raise
 
-    async def _keep(self, path: str, streams: list[str], first: bool = True) -> None:
+    async def _keep(self, path: str, streams: list[str], link: Link | None = None) -> None:
+        """Keep one planned connection open (``link``: a replacement already open): reopen it with the
+        policy's backoff when it is lost. Returns when it is replaced (its replacement's task keeps it)."""
         reconnector = self._reconnectors.setdefault(f"{path}?{streams[0]}", Reconnector(self.policy))
+        first = link is None
         while True:
-            try:
-                link = await self._open(path, streams)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # transient: back off per the policy, others are untouched
-                log.warning(
-                    "binance_connect_failed", path=path, error=repr(error), attempt=reconnector.attempts + 1
-                )
-                await self._backoff(reconnector, path)
-                continue
-            reconnector.connected()
-            self.links.append(link)
-            log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
-            await self._on_link(streams, True, "connected: building the book" if first else "reconnected")
-            first = False
-            await link.wait_closed()  # frames flow through _route meanwhile
-            if link not in self.links:  # retired on purpose: its replacement is kept by its own task
+            if link is None:
+                try:
+                    link = await self._open(path, streams)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # transient: back off per the policy, others are untouched
+                    log.warning(
+                        "binance_connect_failed", path=path, error=repr(error), attempt=reconnector.attempts + 1
+                    )
+                    await self._backoff(reconnector, path)
+                    continue
+                reconnector.connected()
+                self.links.append(link)
+                log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
+                await self._on_link(streams, True, "connected: building the book" if first else "reconnected")
+                first = False
+            if not await self._until_lost(link):
                 return
-            self.links.remove(link)
-            log.warning("binance_connection_closed", path=path, code=link.close_code)
-            await self._on_link(streams, False, "connection to the venue lost; reconnecting")
-            await link.close()
-            self.reconnects += 1
+            link = None
             await self._backoff(reconnector, path)
+
+    async def _until_lost(self, link: Link) -> bool:
+        """Wait until ``link`` ends. True when it was lost (reported; to be reopened); False when it was
+        replaced or we are closing. While a replacement is under way, the replacement decides."""
+        await link.wait_closed()  # frames flow through _route meanwhile
+        if link.retiring:
+            await link.replaced.wait()
+        if link not in self.links or self.closing:
+            return False
+        self.links.remove(link)
+        log.warning("binance_connection_closed", path=link.path, code=link.close_code)
+        await self._on_link(link.streams, False, "connection to the venue lost; reconnecting")
+        await link.close()
+        self.reconnects += 1
+        return True
 
     async def _backoff(self, reconnector: Reconnector, path: str) -> None:
         delay = reconnector.next_delay()
@@ -187,28 +201,45 @@ class LinkSupervisor:
         self._group.create_task(self._rotate(link, reason, join, ignore), name="binance-rotate")
 
     async def _rotate(self, old: Link, reason: str, wait: bool, ignore: frozenset[str]) -> None:
+        try:
+            new = await self._switch(old, reason, wait, ignore)
+        finally:
+            old.replaced.set()
+        if new is not None:  # this task keeps the replacement from now on
+            await self._keep(new.path, new.streams, new)
+
+    async def _switch(self, old: Link, reason: str, wait: bool, ignore: frozenset[str]) -> Link | None:
+        """Open the replacement, hold its frames until it has joined ``old``'s stream (``wait``), hand
+        them on, switch, close ``old``. None if the replacement could not be opened."""
+        if not wait:  # a dead connection: its symbols are reconnecting (their books start over)
+            self.reconnects += 1
+            await self._on_link(old.streams, False, reason)
         join = Join([s for s in old.streams if s not in ignore], JOIN_SETTLE_S)
         try:
             new = await self._open(old.path, old.streams, (join, old))
-        except Exception as error:  # the old connection stays; try again later
+        except Exception as error:
             old.retiring = False
-            old.opened_at = time.monotonic() - self.rotate_after_s + ROTATION_RETRY_S
             log.warning("binance_rotation_failed", path=old.path, reason=reason, error=repr(error))
-            return
+            if wait and old.is_open:  # the old connection stays; try again later
+                old.opened_at = time.monotonic() - self.rotate_after_s + ROTATION_RETRY_S
+            else:  # dead or gone: its keeper reopens it, with the policy's backoff
+                await old.close()
+            return None
         quiet = not old.carries_depth
         deadline = time.monotonic() + ROTATION_MAX_S
         while wait and old.is_open and not join.joined(quiet) and time.monotonic() < deadline:
             join.changed.clear()  # set by every frame of either socket; the timeout lets time settle
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(join.changed.wait(), 0.05)
-        forced = wait and old.is_open and not join.joined(quiet)
+        # Not joined: timed out, or the venue cut the old socket first (any gap is counted downstream).
+        forced = wait and not join.joined(quiet)
         del self._joins[new]
         for frame, ts_recv, binary in join.held:  # the new socket's frames so far (duplicates filtered)
             self._handle(frame, ts_recv, new, binary)
         index = self.links.index(old) if old in self.links else len(self.links)
         self.links.insert(index, new)
         if old in self.links:
-            self.links.remove(old)  # its keeper sees it retired and returns
+            self.links.remove(old)
         await old.close()
         self.rotations += 1
         self.forced_rotations += forced
@@ -220,13 +251,9 @@ class LinkSupervisor:
             held_frames=len(join.held),
             forced=forced,
         )
-        await new.wait_closed()
-        if new in self.links and not self.closing:  # the replacement is the planned connection now
-            self.links.remove(new)
-            await self._on_link(new.streams, False, "connection to the venue lost; reconnecting")
-            self.reconnects += 1
-            assert self._group is not None
-            self._group.create_task(self._keep(new.path, new.streams, first=False), name="binance-link")
+        if not wait:
+            await self._on_link(new.streams, True, "reconnected")
+        return new
 
     # ---- supervision -----------------------------------------------------------------------
 
