@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -54,7 +55,7 @@ async def test_a_replaced_connection_loses_no_trade_leaves_no_gap_and_never_resy
     statuses = await collect(nc, subjects.status(symbol))
     depth = await collect(nc, subjects.depth(symbol))
     trades = await collect(nc, subjects.trades(symbol))
-    overrides = {"binance_rotate_after_s": 1.0} if trigger == "age" else {}
+    overrides: dict[str, Any] = {"binance_rotate_after_s": 1.0} if trigger == "age" else {}
     cuts: list[asyncio.Task[list[bool]]] = []
     async with FakeBinance(market, start_delay=(0.2, 0.4), lag=(0.0, 0.03), seed=seed) as venue:
         live = LiveVenue(venue, unique, market, diffs=DIFFS, seed=seed)
