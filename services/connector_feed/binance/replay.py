@@ -16,7 +16,7 @@ import gzip
 import heapq
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,7 @@ class ReplayConnector(NativeConnector):
         log.info("replay_finished", **self.progress())
         await asyncio.Event().wait()  # the feed stays up (health shows the replay finished)
 
-    def _step(self, line: Line) -> list[Delivered]:
+    def _step(self, line: Line) -> Sequence[Delivered]:
         recv_ns, _, _, venue_symbol, text = line
         self.lines += 1
         self.position_ns = recv_ns

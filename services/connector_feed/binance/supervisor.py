@@ -127,9 +127,8 @@ class LinkSupervisor:
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:  # transient: back off per the policy, others are untouched
-                    log.warning(
-                        "binance_connect_failed", path=path, error=repr(error), attempt=reconnector.attempts + 1
-                    )
+                    attempt = reconnector.attempts + 1
+                    log.warning("binance_connect_failed", path=path, error=repr(error), attempt=attempt)
                     await self._backoff(reconnector, path)
                     continue
                 reconnector.connected()
@@ -270,7 +269,8 @@ class LinkSupervisor:
                     self.half_open += 1
                     silent = now - link.last_frame_at
                     log.warning("binance_half_open", path=link.path, silent_s=round(silent, 1))
-                    self.replace(link, f"half-open: no frame for {silent:.1f}s", join=False)
+                    reason = f"half-open connection (no frame for {silent:.1f}s): replacing it"
+                    self.replace(link, reason, join=False)
 
     def link_of(self, stream: str) -> Link | None:
         return next((link for link in self.links if stream in link.streams), None)
