@@ -37,3 +37,17 @@ def test_reasons_explain_a_degraded_status() -> None:
 
     assert status == "degraded"
     assert reasons == ["stale: no data for 12.5s (> 10s)", "BTCUSDT resyncing: sequence gap"]
+
+
+def test_a_service_down_still_says_which_symbols_it_costs() -> None:
+    status, reasons = evaluate(
+        Condition(
+            connected=False,
+            last_data_age_s=1.0,
+            stale_after_s=10,
+            problems=("BTCUSDT reconnecting: connection lost", "ETHUSDT down: refused"),
+        )
+    )
+
+    assert status == "down"
+    assert reasons == ["not connected", "BTCUSDT reconnecting: connection lost", "ETHUSDT down: refused"]

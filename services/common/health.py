@@ -49,11 +49,11 @@ class Condition:
 def evaluate(condition: Condition) -> tuple[Status, list[str]]:
     """``down`` when not connected or given up; ``degraded`` when connected but stale, with a
     problem (a symbol resyncing or down, a broken invariant ...) or dropping events in the last
-    minute; else ``ok``. Reasons say why it is not ok."""
+    minute; else ``ok``. Reasons say why it is not ok (problems too, when not connected)."""
     if condition.gave_up:
         return "down", ["gave up reconnecting"]
-    if not condition.connected:
-        return "down", ["not connected"]
+    if not condition.connected:  # which symbols it costs, when the service knows
+        return "down", ["not connected", *condition.problems]
     reasons = []
     if condition.last_data_age_s is None:
         reasons.append("no data yet")

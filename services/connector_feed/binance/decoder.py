@@ -257,6 +257,7 @@ class BinanceDecoder:
             "control": dict(self.control),
             "duplicates": self.dedupe.duplicates,
             "trade_gaps": dict(self.dedupe.gaps),
+            "trades_missing": dict(self.dedupe.missing),  # trade ids those gaps skipped
             "unpublished": dict(self.unpublished),
             "refused": dict(self.refused),
             "books": {
@@ -267,6 +268,7 @@ class BinanceDecoder:
                     "gaps": b.stats.gaps,
                     "refetches": b.stats.refetches,
                     "buffer_overflows": b.stats.buffer_overflows,
+                    "stale_dropped": b.stats.stale_dropped,
                 }
                 for s, b in self.books.items()
             },
