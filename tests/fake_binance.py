@@ -162,6 +162,30 @@ def agg_trade(
     return payload
 
 
+def futures_trade(
+    symbol: str,
+    trade_id: int,
+    price: str,
+    qty: str,
+    buyer_is_maker: bool,
+    ts_ms: int,
+    kind: str = "MARKET",
+) -> dict[str, Any]:
+    """USD-M ``<symbol>@trade`` payload (``e,E,T,s,t,p,q,X,m``): ``X`` is MARKET for a trade, or
+    INSURANCE_FUND, ADL, NA for other prints."""
+    return {
+        "e": "trade",
+        "E": ts_ms + 1,
+        "T": ts_ms,
+        "s": symbol.upper(),
+        "t": trade_id,
+        "p": price,
+        "q": qty,
+        "X": kind,
+        "m": buyer_is_maker,
+    }
+
+
 def spot_depth_diff(
     symbol: str, first_id: int, last_id: int, bids: LevelsIn, asks: LevelsIn, ts_ms: int
 ) -> dict[str, Any]:
