@@ -18,6 +18,7 @@ from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.service import feed_health
 from services.connector_feed.stream import HFTConnectorStream
 from tests.binance_helpers import SubscriberBook
+from tests.binance_helpers import feed as binance_feed
 from tests.fake_binance import (
     FakeBinance,
     Market,
@@ -26,6 +27,7 @@ from tests.fake_binance import (
     combined,
     dumps,
     error_reply,
+    futures_trade,
     load_lines,
     spot_partial_book,
     spot_trade,
@@ -248,3 +250,36 @@ def test_trades_from_two_sockets_are_kept_once_even_out_of_order() -> None:
     assert kept == [100, 102, 101, 103]  # one socket ran ahead: 101 is late, not a duplicate
     assert dedupe.duplicates == 2
     assert dedupe.gaps == {"BTCUSDT": 1}  # a jump past the newest id is counted at once
+
+
+async def test_usdm_trade_stream_publishes_market_prints_and_counts_the_others_by_type(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    trades = await collect(nc, subjects.trades(unique + "-PERP"))
+    prints = ["MARKET", "MARKET", "INSURANCE_FUND", "ADL", "MARKET", "NA", "ADL", "MARKET"]
+    async with (
+        FakeBinance("usdm") as venue,
+        binance_feed(venue, nats_url, unique, binance_trade_stream="trade") as stream,
+    ):
+        name = f"{unique.lower()}@trade"
+        await venue.wait_for_subscribers([name])
+        for trade_id, kind in enumerate(prints, start=1):
+            await venue.send(name, futures_trade(unique, trade_id, "65000.1", "0.002", False, TS, kind))
+        await eventually(lambda: stream.connector.health()["unpublished"].get("ADL") == 2)
+        await eventually(lambda: len(trades) == 4)
+        health = stream.connector.health()
+
+    assert [TradeTick.model_validate_json(m.data).trade_id for m in trades] == [1, 2, 5, 8]
+    assert health["unpublished"] == {"INSURANCE_FUND": 1, "ADL": 2, "NA": 1}
+    assert health["trade_gaps"] == {}, "skipping a non-market print is no gap"
+
+
+def test_a_skipped_print_is_no_gap_and_never_hides_a_trade() -> None:
+    dedupe = TradeDedupe()
+
+    kept = [dedupe.admit("X", 1), dedupe.admit("X", 2)]
+    dedupe.skip("X", 3)  # an insurance-fund print of the same sequence
+    kept += [dedupe.admit("X", 4), dedupe.admit("X", 3)]  # were 3 a market trade after all, it is kept
+
+    assert kept == [True, True, True, True]
+    assert dedupe.gaps == {} and dedupe.duplicates == 0

@@ -23,14 +23,11 @@ from services.connector_feed.binance.parse import (
     EXCHANGE,
     BinanceParser,
     Control,
-    DepthDiff,
-    MalformedFrame,
     Market,
-    PartialBook,
-    Snapshot,
     Unpublished,
     instrument_id,
 )
+from services.connector_feed.binance.parse_depth import DepthDiff, MalformedFrame, PartialBook, Snapshot
 from services.connector_feed.binance.status import SymbolStates
 from services.connector_feed.connector import Delivered
 from services.connector_feed.events import Depth, Trade
@@ -127,6 +124,8 @@ class BinanceDecoder:
         if kind is Unpublished:  # a USD-M non-market print, or the recorded-only trade stream
             other: Unpublished = item  # type: ignore[assignment]
             self.unpublished[other.kind] = self.unpublished.get(other.kind, 0) + 1
+            if other.trade_id is not None:
+                self.dedupe.skip(other.symbol, other.trade_id)
             return ()
         control: Control = item  # type: ignore[assignment]
         self.control[control.kind] = self.control.get(control.kind, 0) + 1

@@ -27,13 +27,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.common.logging import get_logger
 from services.connector_feed.binance.book import LocalBook
 from services.connector_feed.binance.decoder import BinanceDecoder
-from services.connector_feed.binance.parse import (
-    EXCHANGE,
-    MalformedFrame,
-    Market,
-    instrument_id,
-    parse_rest_snapshot,
-)
+from services.connector_feed.binance.parse import EXCHANGE, Market, instrument_id
+from services.connector_feed.binance.parse_depth import MalformedFrame, parse_rest_snapshot
 from services.connector_feed.binance.status import SymbolStates
 from services.connector_feed.connector import ConnectorCounters, Delivered, FeedSink, NativeConnector
 from services.connector_feed.recorder import CONNECTION_FILE
