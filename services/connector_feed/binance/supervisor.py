@@ -106,8 +106,11 @@ class LinkSupervisor:
     # ---- one planned connection, kept open -------------------------------------------------
 
     async def _open(self, path: str, streams: list[str], join: tuple[Join, Link] | None = None) -> Link:
-        link = Link(path, streams, handler=self._route, resume=self._pause)
-        if join is not None:  # a replacement: held back from its very first frame
+        """A connection whose frames go straight to the handler, or (a replacement) are held back
+        from its very first frame until it has joined the old one's stream."""
+        link = Link(path, streams, handler=self._handle, resume=self._pause)
+        if join is not None:
+            link.handler = _holding(join[0])
             self._joins[link] = join
         try:
             return await connect(self.ws_url, link, self.ping_timeout_s)
@@ -144,7 +147,7 @@ class LinkSupervisor:
     async def _until_lost(self, link: Link) -> bool:
         """Wait until ``link`` ends. True when it was lost (reported; to be reopened); False when it was
         replaced or we are closing. While a replacement is under way, the replacement decides."""
-        await link.wait_closed()  # frames flow through _route meanwhile
+        await link.wait_closed()  # frames flow through its handler meanwhile
         if link.retiring:
             await link.replaced.wait()
         if link not in self.links or self.closing:
@@ -162,18 +165,6 @@ class LinkSupervisor:
             raise ConnectorGaveUp(f"Binance {path}: no connection after {reconnector.attempts} attempts")
         log.info("binance_reconnecting", path=path, attempt=reconnector.attempts, delay_s=round(delay, 3))
         await asyncio.sleep(delay)
-
-    def _route(self, frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
-        """Every frame of every link, in the socket's callback: held back for a rotation, or handled."""
-        pending = self._joins.get(link)
-        if pending is not None:  # a replacement not yet joined: held back (copied: the buffer is reused)
-            pending[0].hold(bytes(frame), ts_recv, binary)
-            return True
-        if self._joins:
-            for join, old in self._joins.values():  # the old side of a rotation in progress
-                if old is link and not binary:
-                    join.old(frame)
-        return self._handle(frame, ts_recv, link, binary)
 
     def _pause(self, link: Link) -> None:
         """A link stopped reading (the feed is full): resume it once there is room."""
@@ -214,9 +205,11 @@ class LinkSupervisor:
             self.reconnects += 1
             await self._on_link(old.streams, False, reason)
         join = Join([s for s in old.streams if s not in ignore], JOIN_SETTLE_S)
+        old.handler = _watching(join, self._handle)  # the old side: where its stream has got to
         try:
             new = await self._open(old.path, old.streams, (join, old))
         except Exception as error:
+            old.handler = self._handle
             old.retiring = False
             log.warning("binance_rotation_failed", path=old.path, reason=reason, error=repr(error))
             if wait and old.is_open:  # the old connection stays; try again later
@@ -235,6 +228,7 @@ class LinkSupervisor:
         del self._joins[new]
         for frame, ts_recv, binary in join.held:  # the new socket's frames so far (duplicates filtered)
             self._handle(frame, ts_recv, new, binary)
+        new.handler = old.handler = self._handle  # from the next frame on (no frame can come between)
         index = self.links.index(old) if old in self.links else len(self.links)
         self.links.insert(index, new)
         if old in self.links:
@@ -282,3 +276,24 @@ class LinkSupervisor:
         self.resubscribes += 1
         log.info("binance_resubscribe", stream=stream, path=link.path)
         link.send_subscribe([stream], next(self._request_ids))
+
+
+def _holding(join: Join) -> FrameHandler:
+    """A replacement's frames: held back (copied: the socket's buffer is reused) until the join."""
+
+    def hold(frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
+        join.hold(bytes(frame), ts_recv, binary)
+        return True
+
+    return hold
+
+
+def _watching(join: Join, handle: FrameHandler) -> FrameHandler:
+    """The old side of a replacement: handled as ever, and noted for the join."""
+
+    def watch(frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
+        if not binary:
+            join.old(frame)
+        return handle(frame, ts_recv, link, binary)
+
+    return watch
