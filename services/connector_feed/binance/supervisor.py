@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from services.common.logging import get_logger
 from services.common.reconnect import Reconnector, ReconnectPolicy
-from services.connector_feed.binance.join import Join
+from services.connector_feed.binance.join import Join, holding, watching
 from services.connector_feed.binance.links import FrameHandler, Link, connect
 from services.connector_feed.connector import ConnectorGaveUp
 
@@ -110,7 +110,7 @@ class LinkSupervisor:
         from its very first frame until it has joined the old one's stream."""
         link = Link(path, streams, handler=self._handle, resume=self._pause)
         if join is not None:
-            link.handler = _holding(join[0])
+            link.handler = holding(join[0])
             self._joins[link] = join
         try:
             return await connect(self.ws_url, link, self.ping_timeout_s)
@@ -205,7 +205,7 @@ class LinkSupervisor:
             self.reconnects += 1
             await self._on_link(old.streams, False, reason)
         join = Join([s for s in old.streams if s not in ignore], JOIN_SETTLE_S)
-        old.handler = _watching(join, self._handle)  # the old side: where its stream has got to
+        old.handler = watching(join, self._handle)  # the old side: where its stream has got to
         try:
             new = await self._open(old.path, old.streams, (join, old))
         except Exception as error:
@@ -276,24 +276,3 @@ class LinkSupervisor:
         self.resubscribes += 1
         log.info("binance_resubscribe", stream=stream, path=link.path)
         link.send_subscribe([stream], next(self._request_ids))
-
-
-def _holding(join: Join) -> FrameHandler:
-    """A replacement's frames: held back (copied: the socket's buffer is reused) until the join."""
-
-    def hold(frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
-        join.hold(bytes(frame), ts_recv, binary)
-        return True
-
-    return hold
-
-
-def _watching(join: Join, handle: FrameHandler) -> FrameHandler:
-    """The old side of a replacement: handled as ever, and noted for the join."""
-
-    def watch(frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
-        if not binary:
-            join.old(frame)
-        return handle(frame, ts_recv, link, binary)
-
-    return watch
