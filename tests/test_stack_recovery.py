@@ -170,6 +170,7 @@ async def test_a_context_restarted_mid_stream_is_synced_within_two_seconds(
             services.start("connector_feed")
             await venue.wait_for_subscribers(live.streams, timeout=15)
             services.start("context")
+            await _ready(nc, "context")  # subscribed before the venue trades (a slow start missed it all)
             await live.play(100)
             await _eventually_matches(nc, unique, live)
 
