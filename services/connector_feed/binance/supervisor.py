@@ -7,9 +7,11 @@
   ``serverShutdown`` and when a depth stream goes stale: the new connection is opened while the
   old one keeps being read; the new one's frames are held until it has joined the old one's
   stream (``join``), then it takes over and the old one is closed. A rotation that cannot join
-  within ROTATION_MAX_S switches anyway (any gap is then counted, never silent).
+  within ROTATION_MAX_S, or whose old socket the venue cuts first, switches anyway (any gap is
+  then counted, never silent); the path is replaced once either way.
 - **Heartbeats**: a connection carrying depth (a 100 ms heartbeat) silent for BINANCE_HALF_OPEN_S
-  is half-open and is replaced at once; a connection without depth is pinged every second.
+  is half-open: its symbols go ``reconnecting`` and it is replaced at once; a connection without
+  depth is pinged after 1.5 s of silence and closed when no pong comes within 1.5 s (``links``).
 - ``close`` closes every connection at once, each with a short timeout.
 """
 
