@@ -156,6 +156,7 @@ class HealthService:
             await self._service.add_endpoint(
                 name=endpoint.name, subject=endpoint.subject, handler=endpoint.handler
             )
+        await bus.nc.flush()  # subscribed at the server when this returns: a request now finds us
 
     async def stop(self) -> None:
         if self._service is not None:
