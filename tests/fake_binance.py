@@ -20,6 +20,12 @@ What the fake serves:
   receives public data only: its trade streams are accepted and stay silent, as on the
   real venue. Live ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS``/
   ``SET_PROPERTY``/``GET_PROPERTY`` are answered. Every connection is recorded.
+* Modes that disagree with the client (``FakeBinance(start_delay=, lag=, deaf=)``, ``mute``,
+  ``freeze``): each socket gets its streams only from its own start on, 200-400 ms after the
+  handshake (not in lockstep with an older socket, which keeps delivering what the new one never
+  sends); each socket delivers late by a latency of its own; a venue that never reads what the
+  client sends (no close answered, no pong, no subscription reply); a stream stuck on the sockets
+  open now (``mute``); a socket silent with its TCP connection open (``freeze``: half-open).
 * REST (``rest_url``): ``GET /api/v3/depth`` (spot) or ``GET /fapi/v1/depth`` (usdm), with
   the ``X-MBX-USED-WEIGHT-1M`` header, scripted rejections (429/418 + ``Retry-After``)
   and a gate to hold snapshot responses.
@@ -154,6 +160,30 @@ def agg_trade(
     if not futures:
         payload["M"] = True
     return payload
+
+
+def futures_trade(
+    symbol: str,
+    trade_id: int,
+    price: str,
+    qty: str,
+    buyer_is_maker: bool,
+    ts_ms: int,
+    kind: str = "MARKET",
+) -> dict[str, Any]:
+    """USD-M ``<symbol>@trade`` payload (``e,E,T,s,t,p,q,X,m``): ``X`` is MARKET for a trade, or
+    INSURANCE_FUND, ADL, NA for other prints."""
+    return {
+        "e": "trade",
+        "E": ts_ms + 1,
+        "T": ts_ms,
+        "s": symbol.upper(),
+        "t": trade_id,
+        "p": price,
+        "q": qty,
+        "X": kind,
+        "m": buyer_is_maker,
+    }
 
 
 def spot_depth_diff(
@@ -323,6 +353,15 @@ class FakeConnection:
     received: list[str] = field(default_factory=list)
     """Text of every message the client sent (control messages)."""
     frames_sent: int = 0
+    starts_at: float = 0.0
+    """``time.monotonic()`` from which its streams flow (``start_delay`` after the handshake)."""
+    lag_s: float = 0.0
+    """How late it delivers every frame (its own latency; frames stay in order)."""
+    muted: set[str] = field(default_factory=set)
+    """Streams stuck on this socket (``FakeBinance.mute``): subscribed, never delivered."""
+    frozen: bool = False
+    """Half-open (``FakeBinance.freeze``): sends nothing and reads nothing, TCP stays open."""
+    outbox: asyncio.Queue[tuple[float, str | bytes]] | None = None
 
     def carries(self, stream: str) -> bool:
         """Whether this connection's path can deliver ``stream`` at all (USD-M routing)."""
@@ -331,8 +370,14 @@ class FakeConnection:
         return futures_route(stream) == "public"  # /public and unrouted paths
 
     def delivers(self, stream: str) -> bool:
-        """Subscribed and carried by this path."""
-        return stream in self.streams and self.carries(stream)
+        """Subscribed, carried by this path, started, not muted and not frozen."""
+        return (
+            stream in self.streams
+            and self.carries(stream)
+            and not self.frozen
+            and stream not in self.muted
+            and time.monotonic() >= self.starts_at
+        )
 
     @property
     def silenced_streams(self) -> list[str]:
@@ -398,10 +443,19 @@ class FakeBinance:
         ping_timeout: float | None = None,
         max_streams: int | None = None,
         nested_errors: bool = False,
+        start_delay: tuple[float, float] | None = None,
+        lag: tuple[float, float] | None = None,
+        deaf: bool = False,
+        seed: int = 0,
     ) -> None:
         """``ping_interval``/``ping_timeout`` default to the venue's (spot 20 s/60 s, usdm 180 s/600 s);
         ``max_streams`` (default 1024 spot, 200 usdm) rejects bigger URLs with HTTP 400;
         ``nested_errors`` answers bad control messages as ``{"error":{...},"id":..}``.
+
+        Out of step (default: every socket in lockstep, at once): ``start_delay=(lo, hi)`` starts each
+        socket's streams a random time in [lo, hi] after its handshake; ``lag=(lo, hi)`` delays every
+        frame of a socket by its own random latency; ``deaf`` never reads what clients send (no close
+        frame, ping or control message answered), data still flows. ``seed`` fixes the draws.
         """
         if market not in ("spot", "usdm"):
             raise ValueError(f"market must be 'spot' or 'usdm', not {market!r}")
@@ -413,6 +467,11 @@ class FakeBinance:
             max_streams if max_streams is not None else (SPOT_MAX_STREAMS if spot else USDM_MAX_STREAMS)
         )
         self.nested_errors = nested_errors
+        self.start_delay = start_delay
+        self.lag = lag
+        self.deaf = deaf
+        self._rng = random.Random(seed)
+        self._senders: set[asyncio.Task[None]] = set()
         self.connections: list[FakeConnection] = []
         self.snapshot_requests: list[SnapshotRequest] = []
         self.used_weight = 0
@@ -465,6 +524,12 @@ class FakeBinance:
 
     async def stop(self) -> None:
         self.release_snapshots()
+        for conn in self.connections:  # a socket that reads nothing cannot close politely
+            if conn.frozen or self.deaf:
+                conn.ws.transport.abort()
+        for sender in list(self._senders):
+            sender.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
         if self._ws_server is not None:
             self._ws_server.close()
             await self._ws_server.wait_closed()
@@ -537,15 +602,25 @@ class FakeBinance:
         assert ws.request is not None
         parsed = self._parse_path(ws.request.path)
         assert parsed is not None  # _process_request refused the others
+        opened = time.monotonic()
         conn = FakeConnection(
             ws=ws,
             path=parsed.path,
             route=parsed.route,
             combined=parsed.combined,
             streams=list(dict.fromkeys(parsed.streams)),
-            opened_at=time.monotonic(),
+            opened_at=opened,
+            starts_at=opened + (self._rng.uniform(*self.start_delay) if self.start_delay else 0.0),
+            lag_s=self._rng.uniform(*self.lag) if self.lag else 0.0,
         )
+        if conn.lag_s > 0:
+            conn.outbox = asyncio.Queue()
+            sender = asyncio.create_task(self._deliver_late(conn))
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
         self.connections.append(conn)
+        if self.deaf:
+            ws.transport.pause_reading()
         await self._notify()
         try:
             async for message in ws:
@@ -606,12 +681,32 @@ class FakeBinance:
         )
 
     async def _send_text(self, conn: FakeConnection, text: str | bytes) -> bool:
+        if conn.frozen:
+            return False
+        if conn.outbox is not None:  # delivered late, in order, by the socket's own sender
+            conn.outbox.put_nowait((time.monotonic() + conn.lag_s, text))
+            conn.frames_sent += 1
+            return True
         try:
             await conn.ws.send(text)
         except ConnectionClosed:
             return False
         conn.frames_sent += 1
         return True
+
+    async def _deliver_late(self, conn: FakeConnection) -> None:
+        assert conn.outbox is not None
+        while True:
+            due, text = await conn.outbox.get()
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if conn.frozen:
+                continue
+            try:
+                await conn.ws.send(text)
+            except ConnectionClosed:
+                return
 
     async def send(self, stream: str, payload: Any) -> int:
         """Push ``payload`` on ``stream`` to every open connection that delivers it.
@@ -673,6 +768,30 @@ class FakeBinance:
             timeout,
             lambda: f"{len(self.connections)} of {count} connections opened",
         )
+
+    def streaming(self, streams: Iterable[str]) -> bool:
+        """Whether every stream flows now on some open socket (started, not muted, not frozen)."""
+        return all(any(c.delivers(s) for c in self.open_connections) for s in streams)
+
+    def mute(self, stream: str) -> list[FakeConnection]:
+        """``stream`` gets stuck on every socket open now (sockets opened later deliver it)."""
+        stuck = [c for c in self.open_connections if stream in c.streams]
+        for conn in stuck:
+            conn.muted.add(stream)
+        return stuck
+
+    def freeze(self, path_prefix: str | None = None) -> list[FakeConnection]:
+        """Half-open: the open sockets (whose path starts with ``path_prefix``) send nothing more and
+        read nothing (no pong, no close answered); their TCP connections stay open."""
+        frozen = [
+            c
+            for c in self.open_connections
+            if not c.frozen and (path_prefix is None or c.path.startswith(path_prefix))
+        ]
+        for conn in frozen:
+            conn.frozen = True
+            conn.ws.transport.pause_reading()
+        return frozen
 
     async def drop_connections(self, graceful: bool = False) -> int:
         """Close every open server-side socket; returns how many.

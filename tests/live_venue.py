@@ -8,15 +8,22 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
-from tests.fake_binance import FakeBinance, Market, agg_trade, book_scenario, spot_trade
+from tests.fake_binance import FakeBinance, Market, agg_trade, book_scenario, futures_trade, spot_trade
 
 TS_MS = 1_770_000_000_000
 
 
 class LiveVenue:
     def __init__(
-        self, venue: FakeBinance, symbol: str, market: Market, diffs: int = 300, seed: int = 17
+        self,
+        venue: FakeBinance,
+        symbol: str,
+        market: Market,
+        diffs: int = 300,
+        seed: int = 17,
+        raw_trades: bool = False,
     ) -> None:
+        """``raw_trades`` (USD-M): each aggregate trade's fill on ``@trade`` too (``X`` = MARKET)."""
         self.venue = venue
         self.symbol = symbol.upper()
         self.market = market
@@ -31,10 +38,12 @@ class LiveVenue:
         self.trades = 0
         self.depth_stream = f"{self.symbol.lower()}@depth@100ms"
         self.trade_stream = f"{self.symbol.lower()}@{'trade' if market == 'spot' else 'aggTrade'}"
+        self.raw_trade_stream = f"{self.symbol.lower()}@trade" if raw_trades and market == "usdm" else None
 
     @property
     def streams(self) -> list[str]:
-        return [self.depth_stream, self.trade_stream]
+        raw = [] if self.raw_trade_stream is None else [self.raw_trade_stream]
+        return [self.depth_stream, self.trade_stream, *raw]
 
     def book(self) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
         """The venue's book now (non-zero levels), as exact decimals."""
@@ -69,6 +78,10 @@ class LiveVenue:
             )
         self.trades += 1
         await self.venue.send(self.trade_stream, self._trade(self.trades))
+        if self.raw_trade_stream is not None:  # the aggregate's one fill
+            n = self.trades
+            fill = futures_trade(self.symbol, n, self._price(n), "0.01", n % 2 == 0, TS_MS + n)
+            await self.venue.send(self.raw_trade_stream, fill)
 
     async def play(self, count: int, interval_s: float = 0.005) -> None:
         for _ in range(count):
@@ -77,8 +90,12 @@ class LiveVenue:
             await self.step()
             await asyncio.sleep(interval_s)
 
+    @staticmethod
+    def _price(n: int) -> str:
+        return f"{50_000 + n % 13}.{n % 100:02d}"
+
     def _trade(self, n: int) -> dict[str, Any]:
-        price = f"{50_000 + n % 13}.{n % 100:02d}"
+        price = self._price(n)
         if self.market == "spot":
             return spot_trade(self.symbol, n, price, "0.01", n % 2 == 0, TS_MS + n)
         return agg_trade(self.symbol, n, price, "0.01", n % 2 == 0, TS_MS + n, n, n, futures=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from typing import Any
 
 from nats.aio.client import Client
@@ -18,8 +17,9 @@ from services.connector_feed.binance.dedupe import TradeDedupe
 from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.service import feed_health
 from services.connector_feed.stream import HFTConnectorStream
+from tests.binance_helpers import SubscriberBook
+from tests.binance_helpers import feed as binance_feed
 from tests.fake_binance import (
-    ExpectedBook,
     FakeBinance,
     Market,
     agg_trade,
@@ -27,6 +27,7 @@ from tests.fake_binance import (
     combined,
     dumps,
     error_reply,
+    futures_trade,
     load_lines,
     spot_partial_book,
     spot_trade,
@@ -35,46 +36,6 @@ from tests.fake_binance import (
 from tests.helpers import collect, eventually, running_stream
 
 TS = 1_770_000_000_000
-
-
-class SubscriberBook:
-    """What any subscriber does with md.<SYMBOL>.depth: rebuild the book and check the chain."""
-
-    def __init__(self) -> None:
-        self.bids: dict[Decimal, str] = {}
-        self.asks: dict[Decimal, str] = {}
-        self.last: int | None = None
-        self.snapshots = 0
-        self.chain_breaks = 0
-
-    def on(self, update: DepthUpdate) -> None:
-        if update.is_snapshot:
-            self.bids = {p: format(q, "f") for p, q in update.bids}
-            self.asks = {p: format(q, "f") for p, q in update.asks}
-            self.snapshots += 1
-        else:
-            assert self.last is not None
-            continues = (
-                update.prev_last_update_id == self.last
-                if update.prev_last_update_id is not None
-                else update.first_update_id == self.last + 1
-            )
-            if not continues:
-                self.chain_breaks += 1
-            for side, levels in ((self.bids, update.bids), (self.asks, update.asks)):
-                for price, qty in levels:
-                    if qty == 0:
-                        side.pop(price, None)
-                    else:
-                        side[price] = format(qty, "f")
-        self.last = update.last_update_id
-
-    def equals(self, expected: ExpectedBook) -> bool:
-        def canon(side: dict[str, str]) -> dict[Decimal, Decimal]:
-            return {Decimal(p): Decimal(q) for p, q in side.items()}
-
-        mine = ({p: Decimal(q) for p, q in self.bids.items()}, {p: Decimal(q) for p, q in self.asks.items()})
-        return mine == (canon(expected.bids), canon(expected.asks)) and self.last == expected.last_update_id
 
 
 @asynccontextmanager
@@ -97,10 +58,7 @@ async def feed(
 
 
 def _books(messages: list[Msg]) -> SubscriberBook:
-    book = SubscriberBook()
-    for msg in messages:
-        book.on(DepthUpdate.model_validate_json(msg.data))
-    return book
+    return SubscriberBook.of(messages)
 
 
 async def _run_book(nats_url: str, nc: Client, market: Market, unique: str) -> None:
@@ -292,3 +250,36 @@ def test_trades_from_two_sockets_are_kept_once_even_out_of_order() -> None:
     assert kept == [100, 102, 101, 103]  # one socket ran ahead: 101 is late, not a duplicate
     assert dedupe.duplicates == 2
     assert dedupe.gaps == {"BTCUSDT": 1}  # a jump past the newest id is counted at once
+
+
+async def test_usdm_trade_stream_publishes_market_prints_and_counts_the_others_by_type(
+    nats_url: str, nc: Client, unique: str
+) -> None:
+    trades = await collect(nc, subjects.trades(unique + "-PERP"))
+    prints = ["MARKET", "MARKET", "INSURANCE_FUND", "ADL", "MARKET", "NA", "ADL", "MARKET"]
+    async with (
+        FakeBinance("usdm") as venue,
+        binance_feed(venue, nats_url, unique, binance_trade_stream="trade") as stream,
+    ):
+        name = f"{unique.lower()}@trade"
+        await venue.wait_for_subscribers([name])
+        for trade_id, kind in enumerate(prints, start=1):
+            await venue.send(name, futures_trade(unique, trade_id, "65000.1", "0.002", False, TS, kind))
+        await eventually(lambda: stream.connector.health()["unpublished"].get("ADL") == 2)
+        await eventually(lambda: len(trades) == 4)
+        health = stream.connector.health()
+
+    assert [TradeTick.model_validate_json(m.data).trade_id for m in trades] == [1, 2, 5, 8]
+    assert health["unpublished"] == {"INSURANCE_FUND": 1, "ADL": 2, "NA": 1}
+    assert health["trade_gaps"] == {}, "skipping a non-market print is no gap"
+
+
+def test_a_skipped_print_is_no_gap_and_never_hides_a_trade() -> None:
+    dedupe = TradeDedupe()
+
+    kept = [dedupe.admit("X", 1), dedupe.admit("X", 2)]
+    dedupe.skip("X", 3)  # an insurance-fund print of the same sequence
+    kept += [dedupe.admit("X", 4), dedupe.admit("X", 3)]  # were 3 a market trade after all, it is kept
+
+    assert kept == [True, True, True, True]
+    assert dedupe.gaps == {} and dedupe.duplicates == 0

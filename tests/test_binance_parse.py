@@ -9,8 +9,10 @@ from services.connector_feed.binance.parse import (
     DepthDiff,
     MalformedFrame,
     PartialBook,
+    Unpublished,
 )
 from services.connector_feed.events import Trade
+from tests.fake_binance import futures_trade
 
 RECV = 1_700_000_000_123_456_789
 
@@ -71,6 +73,42 @@ def test_futures_aggtrade_is_published_as_perp() -> None:
         5,
         "buy",
     )
+
+
+@pytest.mark.parametrize(
+    ("print_type", "expected"),
+    [
+        ("MARKET", None),
+        ("INSURANCE_FUND", "INSURANCE_FUND"),
+        ("ADL", "ADL"),
+        ("NA", "NA"),
+        ("SOMETHING_NEW", "other"),
+        (None, "missing"),
+    ],
+)
+@pytest.mark.parametrize("wrapped", [True, False], ids=["combined", "raw"])
+def test_usdm_trade_stream_publishes_only_market_prints(
+    print_type: str | None, expected: str | None, wrapped: bool
+) -> None:
+    data = futures_trade("BTCUSDT", 7, "65000.10", "0.002", False, 1700000000000, "MARKET")
+    if print_type is None:
+        del data["X"]
+    else:
+        data["X"] = print_type
+    frame = _combined("btcusdt@trade", data) if wrapped else orjson.dumps(data)
+
+    parsed = BinanceParser("usdm", "trade").parse(frame, RECV)
+
+    if expected is None:
+        assert isinstance(parsed, Trade) and (parsed.symbol, parsed.trade_id) == ("BTCUSDT-PERP", 7)
+    else:
+        assert parsed == Unpublished("BTCUSDT-PERP", expected, 7)
+
+
+def test_usdm_trade_stream_beside_aggtrade_is_recorded_not_published() -> None:
+    frame = _combined("btcusdt@trade", futures_trade("BTCUSDT", 7, "1.0", "1.0", False, 1700000000000))
+
+    assert BinanceParser("usdm").parse(frame, RECV) == Unpublished("BTCUSDT-PERP", "trade_stream")
 
 
 def test_depth_diffs_spot_and_futures() -> None:

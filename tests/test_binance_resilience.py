@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from schemas import DepthUpdate, Status, TradeTick, subjects
+from schemas import Status, subjects
 from services.common.reconnect import ReconnectPolicy
-from services.connector_feed.binance.connector import BinanceConnector
-from services.connector_feed.binance.settings import BinanceSettings
 from services.connector_feed.service import feed_health
-from services.connector_feed.stream import HFTConnectorStream
-from tests.fake_binance import FakeBinance, book_scenario, dumps, server_shutdown, spot_trade
-from tests.helpers import collect, eventually, running_stream
+from tests.binance_helpers import feed, snapshots, states
+from tests.fake_binance import FakeBinance, book_scenario, spot_trade
+from tests.helpers import collect, eventually
 
 TS = 1_770_000_000_000
-QUICK = ReconnectPolicy(initial_s=0.01, max_s=0.05, max_attempts=0, reset_after_s=60)
-
-
-@asynccontextmanager
-async def feed(
-    venue: FakeBinance, nats_url: str, symbols: str, policy: ReconnectPolicy = QUICK, **overrides: Any
-) -> AsyncIterator[HFTConnectorStream]:
-    settings = BinanceSettings(
-        binance_market=venue.market,
-        symbols=symbols,
-        binance_ws_url=venue.ws_url,
-        binance_rest_url=venue.rest_url,
-        **overrides,
-    )
-    async with running_stream(
-        BinanceConnector(settings, policy), nats_url, settings.symbols, policy, "binance"
-    ) as stream:
-        yield stream
-
-
-def _states(messages: list[Msg]) -> list[str]:
-    return [Status.model_validate_json(m.data).state for m in messages]
-
-
-def _snapshots(messages: list[Msg]) -> int:
-    return sum(DepthUpdate.model_validate_json(m.data).is_snapshot for m in messages)
 
 
 async def test_a_dropped_connection_reconnects_and_resyncs_every_book(
@@ -61,7 +28,7 @@ async def test_a_dropped_connection_reconnects_and_resyncs_every_book(
         await venue.wait_for_subscribers([name])
         for diff in diffs[:10]:
             await venue.send(name, diff)
-        await eventually(lambda: _snapshots(depth) == 1)
+        await eventually(lambda: snapshots(depth) == 1)
 
         await venue.drop_connections()
         await venue.wait_for_connections(2)
@@ -69,13 +36,13 @@ async def test_a_dropped_connection_reconnects_and_resyncs_every_book(
         venue.set_snapshot(unique, diffs[12]["u"], snapshot.bids, snapshot.asks)  # the venue moved on
         for diff in diffs[10:]:
             await venue.send(name, diff)
-        await eventually(lambda: _snapshots(depth) == 2)
-        await eventually(lambda: _states(statuses)[-1:] == ["live"])
+        await eventually(lambda: snapshots(depth) == 2)
+        await eventually(lambda: states(statuses)[-1:] == ["live"])
 
     assert stream.connector.counters().reconnects == 1
     assert len(venue.snapshot_requests) == 2  # every book is rebuilt after a reconnect
-    states = _states(statuses)
-    assert states[states.index("reconnecting") :] == ["reconnecting", "resyncing", "live"]
+    seen = states(statuses)
+    assert seen[seen.index("reconnecting") :] == ["reconnecting", "resyncing", "live"]
 
 
 async def test_a_connection_that_drops_at_once_backs_off_instead_of_storming(
@@ -96,46 +63,6 @@ async def test_a_connection_that_drops_at_once_backs_off_instead_of_storming(
     assert stream.connector.reconnection_attempts() >= 4  # never reset: no connection lived 30 s
 
 
-async def _rotation(nats_url: str, nc: Client, unique: str, trigger: str) -> None:
-    snapshot, diffs, _ = book_scenario(unique, "spot", 60, seed=6, levels=20)
-    depth = await collect(nc, subjects.depth(unique))
-    trades = await collect(nc, subjects.trades(unique))
-    overrides: dict[str, Any] = {"binance_rotate_after_s": 0.5} if trigger == "age" else {}
-    async with FakeBinance("spot") as venue, feed(venue, nats_url, unique, **overrides) as stream:
-        venue.load_snapshot(snapshot)
-        streams = [f"{unique.lower()}@depth@100ms", f"{unique.lower()}@trade"]
-        await venue.wait_for_subscribers(streams)
-        for i, diff in enumerate(diffs[:30]):
-            await venue.send(streams[0], diff)
-            await venue.send(streams[1], spot_trade(unique, i + 1, "1.00000000", "1.00000000", False, TS + i))
-        await eventually(lambda: _snapshots(depth) == 1)
-        if trigger == "serverShutdown":
-            await venue.send_raw(dumps(server_shutdown(TS, combined=True)))
-        await venue.wait_for_connections(2)
-        for i, diff in enumerate(diffs[30:], start=30):  # to every open socket: duplicates while switching
-            await venue.send(streams[0], diff)
-            await venue.send(streams[1], spot_trade(unique, i + 1, "1.00000000", "1.00000000", False, TS + i))
-            await asyncio.sleep(0.005)
-        await eventually(lambda: len(venue.open_connections) == 1)
-        await eventually(lambda: len(trades) == 60)
-        health = stream.connector.health()
-
-    assert health["rotations"] >= 1 and stream.connector.counters().reconnects == 0
-    assert len(venue.snapshot_requests) == 1, "a rotation must not resync a book"
-    assert _snapshots(depth) == 1
-    assert [TradeTick.model_validate_json(m.data).trade_id for m in trades] == list(range(1, 61))  # once each
-    updates = [DepthUpdate.model_validate_json(m.data) for m in depth]
-    assert all(b.first_update_id == a.last_update_id + 1 for a, b in itertools.pairwise(updates))
-
-
-async def test_server_shutdown_switches_sockets_without_a_gap(nats_url: str, nc: Client, unique: str) -> None:
-    await _rotation(nats_url, nc, unique, "serverShutdown")
-
-
-async def test_rotation_before_the_24_hour_cut_is_seamless(nats_url: str, nc: Client, unique: str) -> None:
-    await _rotation(nats_url, nc, unique, "age")
-
-
 async def test_a_silent_depth_stream_is_stale_then_live_again(nats_url: str, nc: Client, unique: str) -> None:
     snapshot, diffs, _ = book_scenario(unique, "spot", 20, seed=8, levels=20)
     statuses = await collect(nc, subjects.status(unique))
@@ -148,14 +75,14 @@ async def test_a_silent_depth_stream_is_stale_then_live_again(nats_url: str, nc:
         await venue.wait_for_subscribers([name])
         for diff in diffs[:10]:
             await venue.send(name, diff)
-        await eventually(lambda: "live" in _states(statuses))
-        await eventually(lambda: _states(statuses)[-1:] == ["stale"])  # silence > 0.3 s
+        await eventually(lambda: "live" in states(statuses))
+        await eventually(lambda: states(statuses)[-1:] == ["stale"])  # silence > 0.3 s
         stale_health = feed_health(stream, stream.bus, 60.0, stream.telemetry).report()
         await venue.send(name, diffs[10])
-        await eventually(lambda: _states(statuses)[-1:] == ["live"])
+        await eventually(lambda: states(statuses)[-1:] == ["live"])
         live_health = feed_health(stream, stream.bus, 60.0, stream.telemetry).report()
 
-    stale = Status.model_validate_json(statuses[_states(statuses).index("stale")].data)
+    stale = Status.model_validate_json(statuses[states(statuses).index("stale")].data)
     assert (stale.stream, stale.symbol, stale.exchange) == ("depth", unique, "binance")
     assert stale_health["status"] == "degraded"
     assert stale_health["connector"]["connector_health"]["symbols"] == {unique: "stale"}
@@ -172,7 +99,7 @@ async def test_429_with_retry_after_delays_the_next_snapshot(nats_url: str, nc: 
         await venue.wait_for_subscribers([name])
         for diff in diffs:
             await venue.send(name, diff)
-        await eventually(lambda: _snapshots(depth) == 1)
+        await eventually(lambda: snapshots(depth) == 1)
 
     first, second = venue.snapshot_requests[:2]
     assert second.at - first.at >= 1.0

@@ -34,6 +34,7 @@ from tests.fake_binance import (
     spot_trade,
     subscription_reply,
 )
+from tests.helpers import eventually
 
 TS = 1_770_000_000_000
 
@@ -109,6 +110,66 @@ async def test_raw_path_and_live_subscription_api() -> None:
             assert await recv_json(ws) == subscription_reply(5)
             assert await venue.send("btcusdt@trade", trade) == 0
         assert len(venue.connections[0].received) == 6
+
+
+async def test_out_of_step_sockets_start_late_and_lag_each_their_own_way() -> None:
+    url = "/stream?streams=btcusdt@trade"
+    async with (
+        FakeBinance(start_delay=(0.2, 0.4), lag=(0.05, 0.1), seed=3) as venue,
+        connect(venue.ws_url + url) as old,
+    ):
+        await eventually(lambda: venue.streaming(["btcusdt@trade"]))
+        async with connect(venue.ws_url + url) as new:
+            await venue.wait_for_connections(2)
+            first = spot_trade("BTCUSDT", 1, "1.0", "1.0", False, TS)
+            assert await venue.send("btcusdt@trade", first) == 1  # the new one has not started
+            assert await nothing_within(old, 0.04)  # late by its own latency, then delivered
+            assert (await recv_json(old))["data"]["t"] == 1
+            await eventually(lambda: all(c.delivers("btcusdt@trade") for c in venue.open_connections))
+            await venue.send("btcusdt@trade", spot_trade("BTCUSDT", 2, "1.0", "1.0", False, TS))
+            assert (await recv_json(old))["data"]["t"] == 2
+            assert (await recv_json(new))["data"]["t"] == 2  # the new socket never sends trade 1
+    starts = [c.starts_at - c.opened_at for c in venue.connections]
+    lags = [c.lag_s for c in venue.connections]
+    assert all(0.2 <= s <= 0.4 for s in starts) and all(0.05 <= lag <= 0.1 for lag in lags)
+    assert len(set(lags)) == 2
+
+
+async def test_a_muted_stream_sticks_on_the_open_sockets_only() -> None:
+    async with FakeBinance() as venue:
+        url = f"{venue.ws_url}/stream?streams=btcusdt@trade"
+        async with connect(url) as stuck:
+            await venue.wait_for_subscribers(["btcusdt@trade"])
+            venue.mute("btcusdt@trade")
+            async with connect(url) as fresh:
+                await venue.wait_for_connections(2)
+                assert await venue.send("btcusdt@trade", spot_trade("BTCUSDT", 1, "1", "1", False, TS)) == 1
+                assert (await recv_json(fresh))["data"]["t"] == 1
+                assert await nothing_within(stuck)
+
+
+async def test_a_frozen_socket_stays_open_but_sends_and_answers_nothing() -> None:
+    async with FakeBinance() as venue, connect(f"{venue.ws_url}/ws/btcusdt@trade", close_timeout=0.1) as ws:
+        await venue.wait_for_subscribers(["btcusdt@trade"])
+        (conn,) = venue.freeze()
+        assert await venue.send("btcusdt@trade", spot_trade("BTCUSDT", 1, "1", "1", False, TS)) == 0
+        pong = await ws.ping()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pong, 0.3)  # no pong: half-open, the TCP connection is still up
+        assert conn.frozen and not conn.closed
+
+
+async def test_a_deaf_venue_delivers_but_never_answers_a_close_frame() -> None:
+    async with FakeBinance(deaf=True) as venue:
+        ws = await connect(f"{venue.ws_url}/ws/btcusdt@trade", close_timeout=0.3)
+        await venue.wait_for_subscribers(["btcusdt@trade"])
+        await venue.send("btcusdt@trade", spot_trade("BTCUSDT", 1, "1", "1", False, TS))
+        assert (await recv_json(ws))["t"] == 1
+        started = asyncio.get_running_loop().time()
+        await ws.close()
+        waited = asyncio.get_running_loop().time() - started
+        assert waited >= 0.3, "the close frame was answered"
+        assert venue.connections[0].received == []
 
 
 async def test_nested_error_shape_is_configurable() -> None:

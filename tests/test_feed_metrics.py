@@ -9,6 +9,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from services.common.bus import Bus
 from services.common.reconnect import ReconnectPolicy
+from services.connector_feed.binance.book import MAX_BUFFER
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.binance.parse import Snapshot
 from services.connector_feed.binance.settings import BinanceSettings
@@ -54,6 +55,35 @@ async def test_binance_book_resyncs_gaps_and_errors_reach_the_metrics(nats_url: 
     assert (1, {"exchange": "binance", "symbol": "BTCUSDT", "source": "venue"}) in points["md.book.resyncs"]
     assert points["md.book.gaps"] == [(1, {"exchange": "binance", "symbol": "BTCUSDT"})]
     assert (1, {"exchange": "binance", "kind": "malformed_not_json"}) in points["md.connector.errors"]
+
+
+async def test_a_book_buffer_overflow_is_ours_and_counted_apart_from_venue_gaps(nats_url: str) -> None:
+    connector = BinanceConnector(BinanceSettings(symbols="BTCUSDT"))
+    decoder = connector.decoder
+    bus = await Bus.connect(nats_url, "test-metrics")
+    stream = HFTConnectorStream(connector, bus, 100)
+    reader = InMemoryMetricReader()
+    register_feed_metrics(MeterProvider(metric_readers=[reader]).get_meter("t"), stream)
+
+    def diff(update_id: int) -> str:
+        payload = spot_depth_diff("BTCUSDT", update_id, update_id, [["1.0", "1.0"]], [], TS)
+        return dumps(combined("btcusdt@depth@100ms", payload))
+
+    for update_id in range(1, MAX_BUFFER + 2):  # one more than the book buffers while it awaits a snapshot
+        decoder.on_frame(diff(update_id), TS)
+    overflowed = _points(reader)
+    decoder.on_snapshot("BTCUSDT", Snapshot(MAX_BUFFER + 1, [("1.0", "2.0")], []))
+    decoder.on_frame(diff(MAX_BUFFER + 2), TS)  # synced on this diff
+    decoder.on_frame(diff(MAX_BUFFER + 4), TS)  # MAX_BUFFER + 3 missing: a gap in the venue's chain
+    points = _points(reader)
+    await bus.drain()
+
+    overflow = (1, {"exchange": "binance", "kind": "book_buffer_overflow"})
+    assert overflow in overflowed["md.connector.errors"]
+    assert overflowed["md.book.gaps"] == [(0, {"exchange": "binance", "symbol": "BTCUSDT"})]
+    assert overflow in points["md.connector.errors"]
+    assert points["md.book.gaps"] == [(1, {"exchange": "binance", "symbol": "BTCUSDT"})]
+    assert connector.health()["books"]["BTCUSDT"]["buffer_overflows"] == 1
 
 
 async def test_dropped_and_rejected_events_reach_the_metrics(nats_url: str) -> None:

@@ -163,8 +163,10 @@ async def test_the_venues_own_refusal_is_the_cause(
                 break
 
     assert report["status"] == "down"
-    assert report["reasons"] == [
-        f"not connected: {blocked_venue} answered the websocket upgrade with HTTP 451: {RESTRICTED}"
+    cause = f"{blocked_venue} answered the websocket upgrade with HTTP 451: {RESTRICTED}"
+    assert report["reasons"] == [  # the cause, and what it costs: each symbol's state
+        f"not connected: {cause}",
+        f"{unique} reconnecting: cannot connect: {cause}",
     ]
 
 

@@ -51,3 +51,17 @@ def test_reasons_give_the_cause_of_down_when_it_is_known() -> None:
     assert lost == ("down", [f"not connected: {cause}"])
     assert gave_up == ("down", [f"gave up reconnecting: {cause}"])
     assert unknown == ("down", ["not connected"])
+
+
+def test_a_service_down_still_says_which_symbols_it_costs() -> None:
+    status, reasons = evaluate(
+        Condition(
+            connected=False,
+            last_data_age_s=1.0,
+            stale_after_s=10,
+            problems=("BTCUSDT reconnecting: connection lost", "ETHUSDT down: refused"),
+        )
+    )
+
+    assert status == "down"
+    assert reasons == ["not connected", "BTCUSDT reconnecting: connection lost", "ETHUSDT down: refused"]

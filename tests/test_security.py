@@ -50,6 +50,7 @@ async def test_only_the_feed_can_publish_market_data(buses: dict[str, Bus], uniq
         await bus.nc.flush()
     await eventually(lambda: all(buses[n].stats.permission_violations == 3 for n in (*CONSUMERS, "reader")))
     await buses["reader"].nc.flush()  # everything the server routed to the reader has arrived
+    await eventually(lambda: len(received) >= len(market_data))  # ... and reached its callback
 
     assert sorted((m.subject, m.data) for m in received) == sorted(
         (s, b"connector_feed") for s in market_data

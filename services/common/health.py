@@ -52,12 +52,13 @@ class Condition:
 def evaluate(condition: Condition) -> tuple[Status, list[str]]:
     """``down`` when not connected or given up; ``degraded`` when connected but stale, with a
     problem (a symbol resyncing or down, a broken invariant ...) or dropping events in the last
-    minute; else ``ok``. Reasons say why it is not ok (``down``: with its cause when known)."""
+    minute; else ``ok``. Reasons say why it is not ok (``down``: with its cause when known, and
+    which symbols it costs when the service knows)."""
     because = f": {condition.cause}" if condition.cause else ""
     if condition.gave_up:
         return "down", [f"gave up reconnecting{because}"]
     if not condition.connected:
-        return "down", [f"not connected{because}"]
+        return "down", [f"not connected{because}", *condition.problems]
     reasons = []
     if condition.last_data_age_s is None:
         reasons.append("no data yet")
@@ -169,6 +170,7 @@ class HealthService:
                 handler=endpoint.handler,
                 queue_group=endpoint.queue_group,
             )
+        await bus.nc.flush()  # subscribed at the server when this returns: a request now finds us
 
     async def stop(self) -> None:
         if self._service is not None:

@@ -51,7 +51,7 @@ def feed_health(
             last_data_age_s=age_since_ns(stream.last_event_ns),
             stale_after_s=stale_after_s,
             last_drop_age_s=age_s(stream.dropped.last_drop_monotonic),
-            problems=tuple(stream.problems()) if stream.connected else (),
+            problems=tuple(stream.problems()),  # per symbol: reconnecting, stale, resyncing, down
             cause=down_cause(stream, bus),
         )
 

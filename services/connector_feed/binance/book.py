@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from services.common.book import OrderBook
-from services.connector_feed.binance.parse import DepthDiff, Snapshot
+from services.connector_feed.binance.parse_depth import DepthDiff, Snapshot
 from services.connector_feed.events import Depth
 
 State = Literal["waiting", "synced"]

@@ -12,7 +12,7 @@ A frame never raises: a bad one is counted by reason (``malformed``) and logged 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from schemas import Status, rules
@@ -23,14 +23,11 @@ from services.connector_feed.binance.parse import (
     EXCHANGE,
     BinanceParser,
     Control,
-    DepthDiff,
-    MalformedFrame,
     Market,
-    PartialBook,
-    Snapshot,
     Unpublished,
     instrument_id,
 )
+from services.connector_feed.binance.parse_depth import DepthDiff, MalformedFrame, PartialBook, Snapshot
 from services.connector_feed.binance.status import SymbolStates
 from services.connector_feed.connector import Delivered
 from services.connector_feed.events import Depth, Trade
@@ -44,7 +41,7 @@ LOG_LINES_PER_MINUTE = 10
 
 
 class Decoded(NamedTuple):
-    events: list[Delivered]
+    events: Sequence[Delivered]
     control: Control | None  # subscription replies, errors, serverShutdown: for the connection
     symbol: str | None  # the frame's instrument id, when it has one (recordings are per symbol)
 
@@ -65,6 +62,7 @@ class BinanceDecoder:
         self.trade_stream = trade_stream
         self.symbols = [instrument_id(v, market) for v in venue_symbols]
         self.venue_of = dict(zip(self.symbols, venue_symbols, strict=True))
+        self._symbol_of_stream = {v.lower(): s for s, v in self.venue_of.items()}  # "btcusdt" -> id
         self.states = states
         self._want_snapshot = want_snapshot
         self.dedupe = TradeDedupe()
@@ -93,15 +91,15 @@ class BinanceDecoder:
             item = self.parser.parse(frame, ts_recv)
         except MalformedFrame as error:
             self.count_malformed(error.reason, error.detail)
-            return Decoded([], None, None)
+            return Decoded((), None, None)
         symbol: str | None = getattr(item, "symbol", None)
         try:
             return Decoded(self._route(item), item if type(item) is Control else None, symbol)
         except Exception as error:  # the per-frame boundary: a bug here costs one frame, not the socket
             self.count_malformed("internal_error", f"{type(error).__name__}: {rules.clip(str(error))}")
-            return Decoded([], None, symbol)
+            return Decoded((), None, symbol)
 
-    def _route(self, item: object) -> list[Delivered]:
+    def _route(self, item: object) -> Sequence[Delivered]:
         kind = type(item)
         if kind is Trade:
             return self._trade(item)  # type: ignore[arg-type]
@@ -109,51 +107,61 @@ class BinanceDecoder:
             return self._diff(item)  # type: ignore[arg-type]
         if kind is PartialBook:
             book: PartialBook = item  # type: ignore[assignment]
-            out: list[Delivered] = self._seen(book.symbol, "depth", book.ts_recv)
-            out.append(
-                Depth(
-                    self.exchange,
-                    book.symbol,
-                    book.bids,
-                    book.asks,
-                    True,
-                    None,
-                    book.last_update_id,
-                    None,
-                    book.ts_event,
-                    book.ts_recv,
-                )
+            depth = Depth(
+                self.exchange,
+                book.symbol,
+                book.bids,
+                book.asks,
+                True,
+                None,
+                book.last_update_id,
+                None,
+                book.ts_event,
+                book.ts_recv,
             )
-            return out
+            status = self.states.seen(book.symbol, "depth", book.ts_recv)
+            return (depth,) if status is None else (depth, status)
         if kind is Unpublished:  # a USD-M non-market print, or the recorded-only trade stream
             other: Unpublished = item  # type: ignore[assignment]
             self.unpublished[other.kind] = self.unpublished.get(other.kind, 0) + 1
-            return []
+            if other.trade_id is not None:
+                self.dedupe.skip(other.symbol, other.trade_id)
+            return ()
         control: Control = item  # type: ignore[assignment]
         self.control[control.kind] = self.control.get(control.kind, 0) + 1
         if self._sampler.allow(f"control_{control.kind}") is not None:
             log.info("binance_control_frame", kind=control.kind, detail=rules.preview(control.detail, 300))
-        return []
+        return ()
 
-    def _trade(self, trade: Trade) -> list[Delivered]:
-        out = self._seen(trade.symbol, "trades", trade.ts_recv)
+    def _trade(self, trade: Trade) -> Sequence[Delivered]:
+        status = self.states.seen(trade.symbol, "trades", trade.ts_recv)
         if self.dedupe.admit(trade.symbol, trade.trade_id):
-            out.append(trade)
-        return out
+            return (trade,) if status is None else (status, trade)
+        return () if status is None else (status,)
 
-    def _diff(self, diff: DepthDiff) -> list[Delivered]:
-        out = self._seen(diff.symbol, "depth", diff.ts_recv)
-        book = self.books.get(diff.symbol)
+    def _diff(self, diff: DepthDiff) -> Sequence[Delivered]:
+        """The book first, then the stream's state: a stale stream that resumes with a gap goes
+        ``stale`` -> ``resyncing``, never through a ``live`` it is not."""
+        symbol = diff.symbol
+        book = self.books.get(symbol)
         if book is None:
-            return out
+            status = self.states.seen(symbol, "depth", diff.ts_recv)
+            return () if status is None else (status,)
         was_synced = book.state == "synced"
-        out.extend(book.on_diff(diff))
+        if was_synced:
+            depth = book.on_diff(diff)
+            if book.state == "synced":  # the hot path: one delta, usually no state change
+                status = self.states.seen(symbol, "depth", diff.ts_recv)
+                return depth if status is None else [*depth, status]
+        else:
+            overflows = book.stats.buffer_overflows
+            depth = book.on_diff(diff)
+            if book.stats.buffer_overflows != overflows:
+                self._overflowed(book)
+        out: list[Delivered] = [*depth]
         self._book_changed(book, was_synced, out)
+        self._status(out, self.states.seen(symbol, "depth", diff.ts_recv))
         return out
-
-    def _seen(self, symbol: str, stream: str, ts_recv: int) -> list[Delivered]:
-        status = self.states.seen(symbol, stream, ts_recv)
-        return [] if status is None else [status]
 
     # ---- books -------------------------------------------------------------------------------
 
@@ -181,12 +189,32 @@ class BinanceDecoder:
             self._status(out, self.states.book(symbol, synced=True, reason="book in sync"))
         elif was_synced and book.state != "synced":
             if self._sampler.allow("book_gap") is not None:
-                log.warning("binance_book_gap", symbol=symbol, gaps=book.stats.gaps)
-            self._status(
-                out, self.states.book(symbol, synced=False, reason="sequence gap at the venue: resyncing")
-            )
+                log.warning("binance_book_gap", symbol=symbol, cause="sequence_gap", gaps=book.stats.gaps)
+            reason = "sequence gap in the depth stream: resyncing"
+            self._status(out, self.states.book(symbol, synced=False, reason=reason))
         if book.snapshot_wanted and symbol not in self.refused:
             self._want_snapshot(symbol)
+
+    def _overflowed(self, book: LocalBook) -> None:
+        """Ours, not the venue's: more diffs came while a snapshot was awaited than the book buffers,
+        so it starts buffering over (and asks for a newer snapshot). Never a venue gap."""
+        if self._sampler.allow("book_buffer_overflow") is not None:
+            log.warning(
+                "binance_book_buffer_overflow",
+                symbol=book.symbol,
+                cause="buffer_overflow",
+                overflows=book.stats.buffer_overflows,
+            )
+
+    def connection(self, streams: list[str], up: bool, reason: str) -> list[Delivered]:
+        """A connection carrying ``streams`` was lost (``up=False``: its symbols ``reconnecting``, and
+        books carried on it start over at once: a book is trusted only while its stream flows) or is
+        up again (``resyncing`` until synced)."""
+        symbols = sorted({self._symbol_of_stream[s.split("@")[0]] for s in streams})
+        out: list[Delivered] = list(self.states.connection(symbols, up, reason))
+        if not up and any("@depth" in s for s in streams):
+            out.extend(self.resync(symbols, reason))
+        return out
 
     def resync(self, symbols: list[str], reason: str) -> list[Delivered]:
         """Start these books over (a new connection): each resyncs from a fresh snapshot."""
@@ -228,6 +256,7 @@ class BinanceDecoder:
             "control": dict(self.control),
             "duplicates": self.dedupe.duplicates,
             "trade_gaps": dict(self.dedupe.gaps),
+            "trades_missing": dict(self.dedupe.missing),  # trade ids those gaps skipped
             "unpublished": dict(self.unpublished),
             "refused": dict(self.refused),
             "books": {
@@ -238,6 +267,7 @@ class BinanceDecoder:
                     "gaps": b.stats.gaps,
                     "refetches": b.stats.refetches,
                     "buffer_overflows": b.stats.buffer_overflows,
+                    "stale_dropped": b.stats.stale_dropped,
                 }
                 for s, b in self.books.items()
             },

@@ -53,6 +53,14 @@ class TradeDedupe:
             lane.seen.discard(lane.order.popleft())
         return True
 
+    def skip(self, symbol: str, trade_id: int) -> None:
+        """An id of the sequence that is not published (a USD-M insurance-fund or ADL print): the
+        next trade after it is no gap. Only the very next id is skipped, and it is not remembered as
+        seen, so a trade with that id is never taken for a duplicate."""
+        lane = self._lanes.get(symbol)
+        if lane is not None and trade_id == lane.last + 1:
+            lane.last = trade_id
+
     def last_id(self, symbol: str) -> int | None:
         lane = self._lanes.get(symbol)
         return None if lane is None or lane.last < 0 else lane.last

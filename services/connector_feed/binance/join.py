@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import orjson
 
+from services.connector_feed.binance.links import FrameHandler, Link
+
 Ids = tuple[int, int]  # (first id the frame covers minus the one it continues from, last id)
 
 
@@ -97,3 +99,24 @@ class Join:
             elif self._old_last.get(stream, -1) < begins:
                 return False
         return True
+
+
+def holding(join: Join) -> FrameHandler:
+    """A replacement's frames: held back (copied: the socket's buffer is reused) until the join."""
+
+    def hold(frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
+        join.hold(bytes(frame), ts_recv, binary)
+        return True
+
+    return hold
+
+
+def watching(join: Join, handle: FrameHandler) -> FrameHandler:
+    """The old side of a replacement: handled as ever, and noted for the join."""
+
+    def watch(frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
+        if not binary:
+            join.old(frame)
+        return handle(frame, ts_recv, link, binary)
+
+    return watch

@@ -52,6 +52,7 @@ class Link:
     last_frame_at: float = field(default_factory=time.monotonic)
     frames: int = 0
     retiring: bool = False  # being replaced: no second replacement may start
+    replaced: asyncio.Event = field(default_factory=asyncio.Event)  # its replacement ended (either way)
     close_code: int | None = None
     handler: FrameHandler | None = None
     resume: Callable[[Link], None] | None = None  # called when the link paused: wait for room, resume

@@ -14,7 +14,7 @@ A parser told its symbols refuses frames of any other symbol (``unknown_symbol``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,14 +22,41 @@ import orjson
 
 from schemas import rules
 from schemas.rules import RuleViolation
-from services.connector_feed.events import Trade, WireLevel
+from services.connector_feed.binance.parse_depth import (
+    MAX_MS,
+    MS,
+    DepthDiff,
+    MalformedFrame,
+    PartialBook,
+    Snapshot,
+    is_partial_stream,
+    parse_diff,
+    parse_futures_partial,
+    parse_levels,
+    parse_rest_snapshot,
+    parse_spot_partial,
+)
+from services.connector_feed.events import Trade
+
+__all__ = [  # the depth types and functions live in parse_depth; importable from here as well
+    "EXCHANGE",
+    "BinanceParser",
+    "Control",
+    "DepthDiff",
+    "MalformedFrame",
+    "Market",
+    "Parsed",
+    "PartialBook",
+    "Snapshot",
+    "Unpublished",
+    "instrument_id",
+    "parse_levels",
+    "parse_rest_snapshot",
+]
 
 #: A trade's price and quantity in one match: both plain decimals > 0 (lengths checked beside it).
 _PRICE_AND_QTY = re.compile(rules.POSITIVE_DECIMAL_TEXT + "," + rules.POSITIVE_DECIMAL_TEXT)
 _MAX_DECIMAL = rules.DECIMAL_MAX_LENGTH
-MS = 1_000_000
-#: The largest venue time in ms that is still an int64 of ns.
-MAX_MS = rules.TIMESTAMP_MAX // MS
 #: USD-M @trade print types other than MARKET (a bounded label set; anything else is "other").
 _PRINT_TYPES = frozenset({"INSURANCE_FUND", "ADL", "NA"})
 #: Venue symbols a parser without a configured list remembers (a hostile stream cannot grow it).
@@ -39,65 +66,16 @@ Market = Literal["spot", "usdm"]
 EXCHANGE = {"spot": "binance", "usdm": "binance_usdm"}
 
 
-#: A frame that is not what Binance documents (a rule violation: ``reason`` and bounded ``detail``).
-MalformedFrame = RuleViolation
-
-
-@dataclass(slots=True)
-class DepthDiff:
-    symbol: str  # our instrument id (BTCUSDT / BTCUSDT-PERP)
-    first_update_id: int  # U
-    last_update_id: int  # u
-    prev_last_update_id: int | None  # pu (futures only)
-    bids: Sequence[WireLevel]
-    asks: Sequence[WireLevel]
-    ts_event: int
-    ts_recv: int
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """A REST depth snapshot; ``raw`` keeps the body as received (for recordings)."""
-
-    last_update_id: int
-    bids: Sequence[WireLevel]
-    asks: Sequence[WireLevel]
-    raw: str = ""
-
-
-def parse_rest_snapshot(body: str | bytes) -> Snapshot:
-    """``{"lastUpdateId": ..., "bids": [...], "asks": [...]}`` (futures add ``E``, ``T``)."""
-    try:
-        data = orjson.loads(body)
-        last = data.get("lastUpdateId") if type(data) is dict else None
-        if type(last) is not int or not 0 <= last <= rules.ID_MAX:
-            raise MalformedFrame("bad_snapshot", f"no valid lastUpdateId in {rules.preview(body)}")
-        raw = body if isinstance(body, str) else body.decode()
-        return Snapshot(last, parse_levels(data.get("bids")), parse_levels(data.get("asks")), raw)
-    except RuleViolation:
-        raise
-    except Exception as error:  # not JSON, not UTF-8 ...: one bad body, never a crash
-        raise MalformedFrame("bad_snapshot", f"{type(error).__name__}: {rules.preview(body)}") from None
-
-
-@dataclass(slots=True)
-class PartialBook:
-    symbol: str
-    last_update_id: int
-    bids: Sequence[WireLevel]
-    asks: Sequence[WireLevel]
-    ts_event: int
-    ts_recv: int
-
-
 @dataclass(slots=True)
 class Unpublished:
     """A valid frame that is not published: a USD-M ``@trade`` print that is no market trade (``X``:
     INSURANCE_FUND, ADL, NA ...), or a trade of the stream that is only recorded (USD-M ``@trade``
-    beside the published ``@aggTrade``). ``kind`` is a bounded label."""
+    beside the published ``@aggTrade``). ``kind`` is a bounded label; ``trade_id``: a non-market
+    print's id, in the sequence of the published trades (so skipping it is no gap)."""
 
     symbol: str
     kind: str
+    trade_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -201,13 +179,13 @@ class BinanceParser:
                 return self._trade(data, data["t" if kind == "trade" else "a"], ts_recv)
             if kind == "depthUpdate":
                 # Futures partial books are depthUpdate objects too: `<s>@depth5@100ms` vs `<s>@depth@100ms`.
-                if _is_partial_stream(stream):
-                    return self._futures_partial(data, ts_recv)
-                return self._diff(data, ts_recv)
+                if is_partial_stream(stream):
+                    return parse_futures_partial(data, ts_recv, self._symbol)
+                return parse_diff(data, ts_recv, self._symbol)
             if kind == "serverShutdown":
                 return Control("server_shutdown", data)
             if kind is None and "lastUpdateId" in data:
-                return self._spot_partial(data, stream, ts_recv)
+                return parse_spot_partial(data, stream, ts_recv, self._symbol)
         except KeyError as missing:
             raise MalformedFrame("missing_field", f"{kind} without {missing.args[0]!r}") from None
         raise MalformedFrame(
@@ -217,7 +195,9 @@ class BinanceParser:
     def _other_print(self, data: dict[str, Any]) -> Unpublished:
         kind = data.get("X")
         label = kind if kind in _PRINT_TYPES else "missing" if kind is None else "other"
-        return Unpublished(self._symbol(data.get("s")), label)
+        trade_id = data.get("t")
+        valid = type(trade_id) is int and 0 <= trade_id <= rules.ID_MAX
+        return Unpublished(self._symbol(data.get("s")), label, trade_id if valid else None)
 
     def _trade(self, data: dict[str, Any], trade_id: object, ts_recv: int) -> Trade:
         price, qty, maker, ts, venue_symbol = data["p"], data["q"], data["m"], data["T"], data["s"]
@@ -258,71 +238,3 @@ class BinanceParser:
             ts * MS,
             ts_recv,
         )
-
-    def _diff(self, data: dict[str, Any], ts_recv: int) -> DepthDiff:
-        first, last, prev = data["U"], data["u"], data.get("pu")
-        if type(first) is not int or type(last) is not int or not 0 <= first <= last <= rules.ID_MAX:
-            raise MalformedFrame("bad_update_ids", f"U={rules.preview(first)} u={rules.preview(last)}")
-        if prev is not None and (type(prev) is not int or not 0 <= prev <= rules.ID_MAX):
-            raise MalformedFrame("bad_update_ids", f"pu={rules.preview(prev)}")
-        ts = data.get("T") or data["E"]
-        return DepthDiff(
-            self._symbol(data["s"]),
-            first,
-            last,
-            prev,
-            parse_levels(data["b"]),
-            parse_levels(data["a"]),
-            _ms(ts),
-            ts_recv,
-        )
-
-    def _futures_partial(self, data: dict[str, Any], ts_recv: int) -> PartialBook:
-        return PartialBook(
-            self._symbol(data["s"]),
-            _int(data["u"]),
-            parse_levels(data["b"]),
-            parse_levels(data["a"]),
-            _ms(data.get("T") or data["E"]),
-            ts_recv,
-        )
-
-    def _spot_partial(self, data: dict[str, Any], stream: object, ts_recv: int) -> PartialBook:
-        if type(stream) is not str or "@" not in stream:
-            raise MalformedFrame("bad_envelope", "a partial book needs its stream name for the symbol")
-        return PartialBook(
-            self._symbol(stream.split("@")[0].upper()),
-            _int(data["lastUpdateId"]),
-            parse_levels(data["bids"]),
-            parse_levels(data["asks"]),
-            ts_recv,
-            ts_recv,
-        )
-
-
-def _is_partial_stream(stream: object) -> bool:
-    if type(stream) is not str or "@" not in stream:
-        return False
-    name = stream.split("@")[1]
-    return name.startswith("depth") and name != "depth"
-
-
-def _ms(value: object) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_MS:
-        raise MalformedFrame("bad_time", f"time {rules.preview(value)} (ms, within int64 ns)")
-    return value * MS
-
-
-def _int(value: object) -> int:
-    if type(value) is not int or not 0 <= value <= rules.ID_MAX:
-        raise MalformedFrame("bad_update_ids", f"id {rules.preview(value)}")
-    return value
-
-
-def parse_levels(raw: object) -> list[WireLevel]:
-    """``[["price", "qty"], ...]`` as Binance sent them (quantity 0 removes a level); the rule of
-    ``schemas.rules.levels``, reported as ``bad_levels``."""
-    try:
-        return rules.levels(raw)
-    except RuleViolation as error:
-        raise MalformedFrame("bad_levels", error.detail) from None

@@ -18,7 +18,7 @@ import gzip
 import heapq
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -29,13 +29,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.common.logging import get_logger
 from services.connector_feed.binance.book import LocalBook
 from services.connector_feed.binance.decoder import BinanceDecoder
-from services.connector_feed.binance.parse import (
-    EXCHANGE,
-    MalformedFrame,
-    Market,
-    instrument_id,
-    parse_rest_snapshot,
-)
+from services.connector_feed.binance.parse import EXCHANGE, Market, instrument_id
+from services.connector_feed.binance.parse_depth import MalformedFrame, parse_rest_snapshot
 from services.connector_feed.binance.status import SymbolStates
 from services.connector_feed.connector import ConnectorCounters, Delivered, FeedSink, NativeConnector
 from services.connector_feed.recorder import CONNECTION_FILE
@@ -156,7 +151,7 @@ class ReplayConnector(NativeConnector):
         log.info("replay_finished", **self.progress())
         await asyncio.Event().wait()  # the feed stays up (health shows the replay finished)
 
-    def _step(self, line: Line) -> list[Delivered]:
+    def _step(self, line: Line) -> Sequence[Delivered]:
         recv_ns, _, _, venue_symbol, text = line
         self.lines += 1
         self.position_ns = recv_ns

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from services.common.logging import get_logger
-from services.connector_feed.binance.parse import MalformedFrame, Market, Snapshot, parse_rest_snapshot
+from services.connector_feed.binance.parse import Market
+from services.connector_feed.binance.parse_depth import MalformedFrame, Snapshot, parse_rest_snapshot
 
 log = get_logger("binance")
 

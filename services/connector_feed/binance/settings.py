@@ -54,18 +54,21 @@ class BinanceSettings(BaseSettings):
         description="replace each connection (make-before-break) before Binance's 24 h cut",
     )
     binance_stale_depth_s: float = Field(
-        default=5.0, gt=0, description="a depth stream silent this long is stale, and its connection replaced"
+        default=5.0,
+        gt=0,
+        description="a depth stream silent this long is stale, and its connection replaced make-before-break",
     )
     binance_stale_trades_s: float = Field(
         default=60.0,
         gt=0,
-        description="a trade stream silent this long is stale (reported; trades may be rare)",
+        description="a trade stream silent this long is stale, and resubscribed (trades may be rare)",
     )
     binance_half_open_s: float = Field(
         default=3.0,
         gt=0,
-        description="a connection with no frame for this long is half-open and replaced (depth@100ms is a "
-        "100 ms heartbeat; trade-only connections are pinged every second)",
+        description="a connection carrying depth (a 100 ms heartbeat) with no frame for this long is "
+        "half-open and replaced; trade-only connections are pinged after 1.5 s of silence and closed "
+        "without a pong within 1.5 s",
     )
     binance_ping_timeout_s: float = Field(
         default=60.0,

@@ -42,6 +42,7 @@ class SymbolStates:
         self.resyncing: set[str] = set()
         self.reconnecting: set[str] = set()
         self.down_reasons: dict[str, str] = {}
+        self._book_reasons: dict[str, str] = {}  # why each resyncing book is resyncing
         self._reported: dict[str, str] = {}
         self.reasons: dict[str, str] = {}  # the reason of each symbol's last reported state
 
@@ -63,7 +64,10 @@ class SymbolStates:
         self._last_seen[key] = ts_ns
         if key in self.stale:
             self.stale.discard(key)
-            return self._report(symbol, stream, f"{stream} data flows again")
+            reason = f"{stream} data flows again"
+            if symbol in self.resyncing:
+                reason += f"; {self._book_reasons.get(symbol, 'resyncing')}"
+            return self._report(symbol, stream, reason)
         return None
 
     def book(self, symbol: str, synced: bool, reason: str) -> Status | None:
@@ -71,6 +75,7 @@ class SymbolStates:
             self.resyncing.discard(symbol)
         else:
             self.resyncing.add(symbol)
+            self._book_reasons[symbol] = reason
         return self._report(symbol, "depth", reason)
 
     def connection(self, symbols: Iterable[str], up: bool, reason: str) -> list[Status]:

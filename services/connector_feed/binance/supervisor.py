@@ -7,9 +7,11 @@
   ``serverShutdown`` and when a depth stream goes stale: the new connection is opened while the
   old one keeps being read; the new one's frames are held until it has joined the old one's
   stream (``join``), then it takes over and the old one is closed. A rotation that cannot join
-  within ROTATION_MAX_S switches anyway (any gap is then counted, never silent).
+  within ROTATION_MAX_S, or whose old socket the venue cuts first, switches anyway (any gap is
+  then counted, never silent); the path is replaced once either way.
 - **Heartbeats**: a connection carrying depth (a 100 ms heartbeat) silent for BINANCE_HALF_OPEN_S
-  is half-open and is replaced at once; a connection without depth is pinged every second.
+  is half-open: its symbols go ``reconnecting`` and it is replaced at once; a connection without
+  depth is pinged after 1.5 s of silence and closed when no pong comes within 1.5 s (``links``).
 - ``close`` closes every connection at once, each with a short timeout.
 """
 
@@ -24,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from services.common.logging import get_logger
 from services.common.neterrors import describe_connect_error
 from services.common.reconnect import Reconnector, ReconnectPolicy
-from services.connector_feed.binance.join import Join
+from services.connector_feed.binance.join import Join, holding, watching
 from services.connector_feed.binance.links import FrameHandler, Link, connect
 from services.connector_feed.connector import ConnectorGaveUp
 
@@ -109,8 +111,11 @@ class LinkSupervisor:
     # ---- one planned connection, kept open -------------------------------------------------
 
     async def _open(self, path: str, streams: list[str], join: tuple[Join, Link] | None = None) -> Link:
-        link = Link(path, streams, handler=self._route, resume=self._pause)
-        if join is not None:  # a replacement: held back from its very first frame
+        """A connection whose frames go straight to the handler, or (a replacement) are held back
+        from its very first frame until it has joined the old one's stream."""
+        link = Link(path, streams, handler=self._handle, resume=self._pause)
+        if join is not None:
+            link.handler = holding(join[0])
             self._joins[link] = join
         try:
             return await connect(self.ws_url, link, self.ping_timeout_s)
@@ -118,41 +123,55 @@ class LinkSupervisor:
             self._joins.pop(link, None)
             raise
 
-    async def _keep(self, path: str, streams: list[str], first: bool = True) -> None:
+    async def _keep(self, path: str, streams: list[str], link: Link | None = None) -> None:
+        """Keep one planned connection open (``link``: a replacement already open): reopen it with the
+        policy's backoff when it is lost. Returns when it is replaced (its replacement's task keeps it)."""
         reconnector = self._reconnectors.setdefault(f"{path}?{streams[0]}", Reconnector(self.policy))
+        first = link is None
         while True:
-            try:
-                link = await self._open(path, streams)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # transient: back off per the policy, others are untouched
-                self.last_error = describe_connect_error(error, self.ws_url)
-                log.warning(
-                    "binance_connect_failed",
-                    path=path,
-                    cause=self.last_error,
-                    error=repr(error),
-                    attempt=reconnector.attempts + 1,
-                )
-                if first and reconnector.attempts == 0:  # never connected: say why, once
-                    await self._on_link(streams, False, f"cannot connect: {self.last_error}")
-                await self._backoff(reconnector, path)
-                continue
-            self.last_error = None
-            reconnector.connected()
-            self.links.append(link)
-            log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
-            await self._on_link(streams, True, "connected: building the book" if first else "reconnected")
-            first = False
-            await link.wait_closed()  # frames flow through _route meanwhile
-            if link not in self.links:  # retired on purpose: its replacement is kept by its own task
+            if link is None:
+                try:
+                    link = await self._open(path, streams)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # transient: back off per the policy, others are untouched
+                    self.last_error = describe_connect_error(error, self.ws_url)
+                    log.warning(
+                        "binance_connect_failed",
+                        path=path,
+                        cause=self.last_error,
+                        error=repr(error),
+                        attempt=reconnector.attempts + 1,
+                    )
+                    if first and reconnector.attempts == 0:  # never connected: say why, once
+                        await self._on_link(streams, False, f"cannot connect: {self.last_error}")
+                    await self._backoff(reconnector, path)
+                    continue
+                self.last_error = None
+                reconnector.connected()
+                self.links.append(link)
+                log.info("binance_connected", path=path, streams=len(streams), connections=len(self.links))
+                await self._on_link(streams, True, "connected: building the book" if first else "reconnected")
+                first = False
+            if not await self._until_lost(link):
                 return
-            self.links.remove(link)
-            log.warning("binance_connection_closed", path=path, code=link.close_code)
-            await self._on_link(streams, False, "connection to the venue lost; reconnecting")
-            await link.close()
-            self.reconnects += 1
+            link = None
             await self._backoff(reconnector, path)
+
+    async def _until_lost(self, link: Link) -> bool:
+        """Wait until ``link`` ends. True when it was lost (reported; to be reopened); False when it was
+        replaced or we are closing. While a replacement is under way, the replacement decides."""
+        await link.wait_closed()  # frames flow through its handler meanwhile
+        if link.retiring:
+            await link.replaced.wait()
+        if link not in self.links or self.closing:
+            return False
+        self.links.remove(link)
+        log.warning("binance_connection_closed", path=link.path, code=link.close_code)
+        await self._on_link(link.streams, False, "connection to the venue lost; reconnecting")
+        await link.close()
+        self.reconnects += 1
+        return True
 
     async def _backoff(self, reconnector: Reconnector, path: str) -> None:
         delay = reconnector.next_delay()
@@ -163,18 +182,6 @@ class LinkSupervisor:
             )
         log.info("binance_reconnecting", path=path, attempt=reconnector.attempts, delay_s=round(delay, 3))
         await asyncio.sleep(delay)
-
-    def _route(self, frame: bytes | memoryview, ts_recv: int, link: Link, binary: bool) -> bool:
-        """Every frame of every link, in the socket's callback: held back for a rotation, or handled."""
-        pending = self._joins.get(link)
-        if pending is not None:  # a replacement not yet joined: held back (copied: the buffer is reused)
-            pending[0].hold(bytes(frame), ts_recv, binary)
-            return True
-        if self._joins:
-            for join, old in self._joins.values():  # the old side of a rotation in progress
-                if old is link and not binary:
-                    join.old(frame)
-        return self._handle(frame, ts_recv, link, binary)
 
     def _pause(self, link: Link) -> None:
         """A link stopped reading (the feed is full): resume it once there is room."""
@@ -201,28 +208,48 @@ class LinkSupervisor:
         self._group.create_task(self._rotate(link, reason, join, ignore), name="binance-rotate")
 
     async def _rotate(self, old: Link, reason: str, wait: bool, ignore: frozenset[str]) -> None:
+        try:
+            new = await self._switch(old, reason, wait, ignore)
+        finally:
+            old.replaced.set()
+        if new is not None:  # this task keeps the replacement from now on
+            await self._keep(new.path, new.streams, new)
+
+    async def _switch(self, old: Link, reason: str, wait: bool, ignore: frozenset[str]) -> Link | None:
+        """Open the replacement, hold its frames until it has joined ``old``'s stream (``wait``), hand
+        them on, switch, close ``old``. None if the replacement could not be opened."""
+        if not wait:  # a dead connection: its symbols are reconnecting (their books start over)
+            self.reconnects += 1
+            await self._on_link(old.streams, False, reason)
         join = Join([s for s in old.streams if s not in ignore], JOIN_SETTLE_S)
+        old.handler = watching(join, self._handle)  # the old side: where its stream has got to
         try:
             new = await self._open(old.path, old.streams, (join, old))
-        except Exception as error:  # the old connection stays; try again later
+        except Exception as error:
+            old.handler = self._handle
             old.retiring = False
-            old.opened_at = time.monotonic() - self.rotate_after_s + ROTATION_RETRY_S
             log.warning("binance_rotation_failed", path=old.path, reason=reason, error=repr(error))
-            return
+            if wait and old.is_open:  # the old connection stays; try again later
+                old.opened_at = time.monotonic() - self.rotate_after_s + ROTATION_RETRY_S
+            else:  # dead or gone: its keeper reopens it, with the policy's backoff
+                await old.close()
+            return None
         quiet = not old.carries_depth
         deadline = time.monotonic() + ROTATION_MAX_S
         while wait and old.is_open and not join.joined(quiet) and time.monotonic() < deadline:
             join.changed.clear()  # set by every frame of either socket; the timeout lets time settle
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(join.changed.wait(), 0.05)
-        forced = wait and old.is_open and not join.joined(quiet)
+        # Not joined: timed out, or the venue cut the old socket first (any gap is counted downstream).
+        forced = wait and not join.joined(quiet)
         del self._joins[new]
         for frame, ts_recv, binary in join.held:  # the new socket's frames so far (duplicates filtered)
             self._handle(frame, ts_recv, new, binary)
+        new.handler = old.handler = self._handle  # from the next frame on (no frame can come between)
         index = self.links.index(old) if old in self.links else len(self.links)
         self.links.insert(index, new)
         if old in self.links:
-            self.links.remove(old)  # its keeper sees it retired and returns
+            self.links.remove(old)
         await old.close()
         self.rotations += 1
         self.forced_rotations += forced
@@ -234,13 +261,9 @@ class LinkSupervisor:
             held_frames=len(join.held),
             forced=forced,
         )
-        await new.wait_closed()
-        if new in self.links and not self.closing:  # the replacement is the planned connection now
-            self.links.remove(new)
-            await self._on_link(new.streams, False, "connection to the venue lost; reconnecting")
-            self.reconnects += 1
-            assert self._group is not None
-            self._group.create_task(self._keep(new.path, new.streams, first=False), name="binance-link")
+        if not wait:
+            await self._on_link(new.streams, True, "reconnected")
+        return new
 
     # ---- supervision -----------------------------------------------------------------------
 
@@ -257,7 +280,8 @@ class LinkSupervisor:
                     self.half_open += 1
                     silent = now - link.last_frame_at
                     log.warning("binance_half_open", path=link.path, silent_s=round(silent, 1))
-                    self.replace(link, f"half-open: no frame for {silent:.1f}s", join=False)
+                    reason = f"half-open connection (no frame for {silent:.1f}s): replacing it"
+                    self.replace(link, reason, join=False)
 
     def link_of(self, stream: str) -> Link | None:
         return next((link for link in self.links if stream in link.streams), None)
