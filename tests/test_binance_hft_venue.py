@@ -158,15 +158,19 @@ async def test_binance_hft_publishes_exactly_what_binance_ws_publishes(
     assert hft.health["paper_trading"] is True and hft.health["handoff"]["received"] > 0
 
 
+@pytest.mark.parametrize("source", ["binance_hft", "binance_ws"])
 async def test_binance_hft_gives_up_like_binance_ws(
-    monkeypatch: pytest.MonkeyPatch, nats_url: str, nc: Client, unique: str
+    monkeypatch: pytest.MonkeyPatch, nats_url: str, nc: Client, unique: str, source: str
 ) -> None:
     statuses = await collect(nc, subjects.status(unique))
     async with FakeBinance("spot") as venue:
         _env(monkeypatch, venue, "spot", unique)
     # The venue is gone: every connection attempt is refused.
-    monkeypatch.setenv("DATA_SOURCE", "hft_connector")
-    monkeypatch.setenv("CONNECTOR_NAME", "binance_hft")
+    if source == "binance_hft":
+        monkeypatch.setenv("DATA_SOURCE", "hft_connector")
+        monkeypatch.setenv("CONNECTOR_NAME", "binance_hft")
+    else:
+        monkeypatch.setenv("DATA_SOURCE", "binance_ws")
     monkeypatch.setenv("RECONNECT_MAX_ATTEMPTS", "1")
     monkeypatch.setenv("RECONNECT_INITIAL_S", "0.01")
     connector, label = build_connector(load_settings(FeedSettings))

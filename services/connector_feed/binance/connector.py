@@ -26,7 +26,7 @@ from services.connector_feed.binance.supervisor import LinkSupervisor
 from services.connector_feed.binance.syncer import SnapshotSyncer
 from services.connector_feed.binance.tap import RecorderTap
 from services.connector_feed.binance.watch import StreamWatch
-from services.connector_feed.connector import ConnectorCounters, FeedSink, NativeConnector
+from services.connector_feed.connector import ConnectorCounters, ConnectorGaveUp, FeedSink, NativeConnector
 
 log = get_logger("binance")
 
@@ -79,10 +79,16 @@ class BinanceConnector(NativeConnector):
 
     async def run(self, sink: FeedSink) -> None:
         self._sink = sink
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.supervisor.run(), name="binance-links")
-            group.create_task(self.syncer.run(sink), name="binance-snapshots")
-            group.create_task(self.watch.run(sink), name="binance-staleness")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.supervisor.run(), name="binance-links")
+                group.create_task(self.syncer.run(sink), name="binance-snapshots")
+                group.create_task(self.watch.run(sink), name="binance-staleness")
+        except* ConnectorGaveUp as gave_up:  # final: every symbol down, then the feed sees it unwrapped
+            error = gave_up.exceptions[0]
+            downs = [self.states.down(symbol, str(error)) for symbol in self.symbols]
+            await sink.deliver([status for status in downs if status is not None])
+            raise error from None
 
     async def close(self) -> None:
         """Every connection closed at once (short timeouts), then every recording finished."""
