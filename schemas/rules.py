@@ -52,8 +52,11 @@ EXCHANGE_PATTERN: Final = f"^[a-z0-9_]{{1,{EXCHANGE_MAX_LENGTH}}}$"
 #: DECIMAL_TEXT / POSITIVE_DECIMAL_TEXT, written with possessive quantifiers (no backtracking: the
 #: hot loop of every depth message; tests/test_properties.py checks it against the per-value rules).
 _BOUND = rb'(?=[0-9.]{1,%d}+")' % DECIMAL_MAX_LENGTH
-_POSITIVE_FAST = rb"(?:0\.0*+[1-9][0-9]*+|[1-9][0-9]*+(?:\.[0-9]++)?+)"
-_DECIMAL_FAST = rb"(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+"
+#: POSITIVE_DECIMAL_TEXT and DECIMAL_TEXT without backtracking, for the hot paths' fused patterns.
+POSITIVE_DECIMAL_FAST_TEXT: Final = r"(?:0\.0*+[1-9][0-9]*+|[1-9][0-9]*+(?:\.[0-9]++)?+)"
+DECIMAL_FAST_TEXT: Final = r"(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+"
+_POSITIVE_FAST = POSITIVE_DECIMAL_FAST_TEXT.encode()
+_DECIMAL_FAST = DECIMAL_FAST_TEXT.encode()
 _LEVEL = rb'\["' + _BOUND + _POSITIVE_FAST + rb'","' + _BOUND + _DECIMAL_FAST + rb'"\]'
 _LEVELS = re.compile(rb"\[(?:" + _LEVEL + rb",)*+" + _LEVEL + rb"\]|\[\]")
 _DECIMAL = re.compile(DECIMAL_TEXT)

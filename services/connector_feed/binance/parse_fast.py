@@ -1,0 +1,114 @@
+"""The trade frame's fast path: one typed msgspec decode instead of a dict and a dozen checks.
+
+Most frames on a Binance connection are trades of the one trade stream it carries, in the
+documented shape. ``FastTrades`` decodes exactly that shape - every documented field declared and
+typed, no other field allowed, ids and times within range - in C, and then applies the same
+price/quantity rule as the full parser. It returns a ``Trade`` only when it is sure; anything else
+(another event, an unknown or extra field, a bad value, a symbol the parser has not met yet, a
+USD-M print that is no market trade) returns None, and ``BinanceParser`` parses the frame the full
+way, which decides and names every refusal. So the fast path changes the cost, never the result:
+``tests/test_properties.py`` holds the two paths to the same answer on arbitrary frames.
+
+``misses`` counts trades of the connection's own stream that took the long way: if Binance adds a
+field, that number climbs (health shows it) and the fast path wants the new field declared.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from schemas import rules
+from services.connector_feed.events import Trade
+
+MS = 1_000_000
+_INT64_MAX = 2**63 - 1  # msgspec bounds are int64: larger ids (never seen) take the full path
+_Id = Annotated[int, Meta(ge=0, le=_INT64_MAX)]
+_Ms = Annotated[int, Meta(ge=0, le=rules.TIMESTAMP_MAX // MS)]
+_Decimal = Annotated[str, Meta(max_length=rules.DECIMAL_MAX_LENGTH)]
+PRICE_AND_QTY = re.compile(rules.POSITIVE_DECIMAL_FAST_TEXT + "," + rules.POSITIVE_DECIMAL_FAST_TEXT)
+
+
+class _Trade(msgspec.Struct, forbid_unknown_fields=True):
+    """``<symbol>@trade``: spot (with ``M``) and USD-M (with ``X``, the print type)."""
+
+    e: Literal["trade"]  # required (a struct tag would be optional outside a union)
+    E: int
+    s: str
+    t: _Id
+    p: _Decimal
+    q: _Decimal
+    T: _Ms
+    m: bool
+    M: bool = False
+    X: str = ""  # missing: no market trade (the full parser counts it)
+
+
+class _AggTrade(msgspec.Struct, forbid_unknown_fields=True):
+    """``<symbol>@aggTrade``: spot (with ``M``) and USD-M (with ``nq``, the normal quantity)."""
+
+    e: Literal["aggTrade"]
+    E: int
+    s: str
+    a: _Id
+    p: _Decimal
+    q: _Decimal
+    f: int
+    l: int  # noqa: E741 - Binance's name
+    T: _Ms
+    m: bool
+    M: bool = False
+    nq: str = ""
+
+
+class _TradeEnvelope(msgspec.Struct, forbid_unknown_fields=True):
+    stream: str
+    data: _Trade
+
+
+class _AggTradeEnvelope(msgspec.Struct, forbid_unknown_fields=True):
+    stream: str
+    data: _AggTrade
+
+
+class FastTrades:
+    """The fast path for one connection's trade stream (``trade`` or ``aggTrade``)."""
+
+    def __init__(self, trade_event: str, exchange: str, ids: dict[str, str], market_only: bool) -> None:
+        envelope: type[_TradeEnvelope | _AggTradeEnvelope] = (
+            _TradeEnvelope if trade_event == "trade" else _AggTradeEnvelope
+        )
+        self._decode = msgspec.json.Decoder(envelope).decode
+        self._exchange = exchange
+        self._ids = ids  # venue symbol -> instrument id, as the full parser knows them (shared)
+        self._market_only = market_only  # USD-M @trade: only X == MARKET prints are trades
+        self.misses = 0
+
+    def parse(self, frame: str | bytes | memoryview, ts_recv: int) -> Trade | None:
+        try:
+            data: _Trade | _AggTrade = self._decode(frame).data
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return None
+        symbol = self._ids.get(data.s)
+        if (
+            symbol is None
+            or PRICE_AND_QTY.fullmatch(f"{data.p},{data.q}") is None
+            or (self._market_only and type(data) is _Trade and data.X != "MARKET")
+        ):
+            return None
+        maker = data.m
+        trade_id = data.a if type(data) is _AggTrade else data.t  # type: ignore[union-attr]
+        return Trade(
+            self._exchange,
+            symbol,
+            trade_id,
+            data.p,
+            data.q,
+            "sell" if maker else "buy",  # buyer is the maker -> the aggressor sold
+            maker,
+            data.T * MS,
+            ts_recv,
+        )
