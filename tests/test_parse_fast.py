@@ -131,4 +131,4 @@ def test_the_fast_path_takes_the_documented_frames_and_counts_what_it_leaves() -
 
     assert isinstance(first, Trade) and isinstance(second, Trade)
     assert (first.trade_id, second.trade_id, first.side) == (7, 8, "sell")
-    assert parser.fast.misses == 1  # the extended one took the long way, and it shows
+    assert parser.fast.misses == 1  # the extended one took the long way, and it shows (health)
