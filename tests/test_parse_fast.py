@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.connector_feed.binance.dedupe import TradeDedupe
 from services.connector_feed.binance.parse import BinanceParser, MalformedFrame
 from services.connector_feed.events import Trade
 from tests.test_properties import hostile_decimals, json_values, positive_decimals
@@ -132,3 +133,38 @@ def test_the_fast_path_takes_the_documented_frames_and_counts_what_it_leaves() -
     assert isinstance(first, Trade) and isinstance(second, Trade)
     assert (first.trade_id, second.trade_id, first.side) == (7, 8, "sell")
     assert parser.fast.misses == 1  # the extended one took the long way, and it shows (health)
+
+
+# ---- trade de-duplication: a watermark and its holes, held to the plain rule ------------------
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["admit", "admit", "admit", "skip"]), st.integers(1000, 1060)),
+        max_size=120,
+    )
+)
+def test_dedupe_keeps_each_trade_id_once_and_counts_the_rest(steps: list[tuple[str, int]]) -> None:
+    """Within the window (ids span far less than RECENT_TRADE_IDS): a trade is kept if and only
+    if its id was not kept before; a skipped id (a non-market print) is never taken as seen."""
+    dedupe, kept_before, duplicates = TradeDedupe(), set(), 0
+    for action, trade_id in steps:
+        if action == "skip":
+            dedupe.skip("X", trade_id)
+            continue
+        expected = trade_id not in kept_before
+        assert dedupe.admit("X", trade_id) == expected, (trade_id, sorted(kept_before))
+        kept_before.add(trade_id)
+        duplicates += not expected
+    assert dedupe.duplicates == duplicates
+
+
+def test_dedupe_in_order_ids_cost_no_memory_and_gaps_are_counted() -> None:
+    dedupe = TradeDedupe()
+    kept = [dedupe.admit("X", i) for i in range(1, 10_001)]
+    jump = dedupe.admit("X", 10_005)  # 4 ids missing
+    late = [dedupe.admit("X", i) for i in (10_003, 10_003, 10_004, 9_000, 1)]
+
+    assert all(kept) and jump
+    assert late == [True, False, True, False, True]  # a hole filled once; 9,000 seen; 1 beyond the window
+    assert dedupe.gaps == {"X": 1} and dedupe.missing == {"X": 4} and dedupe.duplicates == 2

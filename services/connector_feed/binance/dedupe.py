@@ -5,23 +5,27 @@ lockstep: the new one starts later, the old one may deliver trades the new one n
 trade id seen recently is a duplicate (dropped, counted); an id older than the newest but not seen
 (one socket ran ahead) is kept. ``@trade`` ids and ``@aggTrade`` aggregate ids are both
 contiguous per symbol, so a jump past the newest id is a gap: counted, never silent.
+
+Ids arrive in order almost always, so what a lane remembers is the newest id and the few ids
+*not* seen below it (the holes a gap left, within the window): the next id costs one compare and
+one store, and an id at or below the newest is a duplicate unless it fills a hole.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 #: Trade ids remembered per symbol (far more than two sockets can be apart).
 RECENT_TRADE_IDS = 4096
 
 
 class _Lane:
-    __slots__ = ("last", "order", "seen")
+    __slots__ = ("below", "first", "holes", "last")
 
-    def __init__(self) -> None:
-        self.last = -1
-        self.seen: set[int] = set()
-        self.order: deque[int] = deque()
+    def __init__(self, first: int) -> None:
+        self.first = first  # the lane's first id: what came before it is unknown, not a hole
+        self.last = first
+        #: Ids within the window below ``last`` not seen yet (left by a gap): a late one is kept.
+        self.holes: set[int] = set()
+        self.below: set[int] = set()  # ids seen below ``first`` (rare: a socket that ran behind)
 
 
 class TradeDedupe:
@@ -35,22 +39,33 @@ class TradeDedupe:
         """True if this trade is new (publish it); False for a duplicate."""
         lane = self._lanes.get(symbol)
         if lane is None:
-            lane = self._lanes[symbol] = _Lane()
+            self._lanes[symbol] = _Lane(trade_id)
+            return True
         last = lane.last
-        if trade_id == last + 1 or last < 0:  # the common case: the next id
+        if trade_id == last + 1:  # the common case: the next id
             lane.last = trade_id
-        elif trade_id <= last:
-            if trade_id in lane.seen:
-                self.duplicates += 1
-                return False
-        else:  # ids skipped: a gap at the venue or on our side
-            self.gaps[symbol] = self.gaps.get(symbol, 0) + 1
-            self.missing[symbol] = self.missing.get(symbol, 0) + trade_id - last - 1
-            lane.last = trade_id
-        lane.seen.add(trade_id)
-        lane.order.append(trade_id)
-        if len(lane.order) > RECENT_TRADE_IDS:
-            lane.seen.discard(lane.order.popleft())
+            if lane.holes:
+                lane.holes.discard(trade_id - RECENT_TRADE_IDS)  # leaves the window
+            return True
+        if trade_id <= last:
+            if trade_id in lane.holes:  # a late trade fills a hole (one socket ran ahead)
+                lane.holes.discard(trade_id)
+                return True
+            if trade_id <= last - RECENT_TRADE_IDS:
+                return True  # older than the window: not remembered, kept
+            if trade_id < lane.first:  # before the lane's first trade: kept once
+                if trade_id not in lane.below:
+                    lane.below.add(trade_id)
+                    return True
+            self.duplicates += 1
+            return False
+        # Ids skipped: a gap at the venue or on our side; remember the holes within the window.
+        self.gaps[symbol] = self.gaps.get(symbol, 0) + 1
+        self.missing[symbol] = self.missing.get(symbol, 0) + trade_id - last - 1
+        floor = trade_id - RECENT_TRADE_IDS
+        lane.holes = {h for h in lane.holes if h > floor}
+        lane.holes.update(range(max(last + 1, floor + 1), trade_id))
+        lane.last = trade_id
         return True
 
     def skip(self, symbol: str, trade_id: int) -> None:
@@ -60,7 +75,9 @@ class TradeDedupe:
         lane = self._lanes.get(symbol)
         if lane is not None and trade_id == lane.last + 1:
             lane.last = trade_id
+            lane.holes.add(trade_id)  # not seen: a trade with this id is still new
+            lane.holes.discard(trade_id - RECENT_TRADE_IDS)
 
     def last_id(self, symbol: str) -> int | None:
         lane = self._lanes.get(symbol)
-        return None if lane is None or lane.last < 0 else lane.last
+        return None if lane is None else lane.last
