@@ -147,7 +147,7 @@ def test_the_fast_path_takes_the_documented_frames_and_counts_what_it_leaves() -
 def test_dedupe_keeps_each_trade_id_once_and_counts_the_rest(steps: list[tuple[str, int]]) -> None:
     """Within the window (ids span far less than RECENT_TRADE_IDS): a trade is kept if and only
     if its id was not kept before; a skipped id (a non-market print) is never taken as seen."""
-    dedupe, kept_before, duplicates = TradeDedupe(), set(), 0
+    dedupe, kept_before, duplicates = TradeDedupe(), set[int](), 0
     for action, trade_id in steps:
         if action == "skip":
             dedupe.skip("X", trade_id)

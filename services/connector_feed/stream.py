@@ -186,9 +186,6 @@ class HFTConnectorStream(StreamViews):
         trade_lanes, depth_lanes = self.lanes.trades, self.lanes.depth
         nc_publish = self.bus.nc.publish
         task = asyncio.current_task()
-        # Only a cancellation requested during this drain counts (Python 3.11's TaskGroup can leave
-        # its parent's count raised after a child failed: a caller's except* handler may deliver).
-        cancels = 0 if task is None else task.cancelling()
         since_yield = 0
         try:
             while queue:
@@ -220,20 +217,20 @@ class HFTConnectorStream(StreamViews):
                 since_yield += 1
                 if since_yield >= DRAIN_YIELD_EVERY:
                     since_yield = 0
-                    self._honour_cancel(task, cancels)
+                    self._honour_cancel(task)
                     if queue:  # let the loop run (nats-py's flusher writes, health answers)
                         await asyncio.sleep(0)
-            self._honour_cancel(task, cancels)
+            self._honour_cancel(task)
         finally:
             self._draining = False
             self._full = False
             self._room.set()
 
     @staticmethod
-    def _honour_cancel(task: asyncio.Task[object] | None, before: int) -> None:
+    def _honour_cancel(task: asyncio.Task[object] | None) -> None:
         """nats-py's publish can swallow a cancellation (its flush catches CancelledError): honour it
         (what was published is in nats-py's buffer), or a stopping reader reads on."""
-        if task is not None and task.cancelling() > before:
+        if task is not None and task.cancelling():
             raise asyncio.CancelledError
 
     def _lost(self, event: Event) -> None:

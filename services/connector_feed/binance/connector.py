@@ -87,7 +87,9 @@ class BinanceConnector(NativeConnector):
         except* ConnectorGaveUp as gave_up:  # final: every symbol down, then the feed sees it unwrapped
             error = gave_up.exceptions[0]
             downs = [self.states.down(symbol, str(error)) for symbol in self.symbols]
-            await sink.deliver([status for status in downs if status is not None])
+            # put, not deliver: published by the feed's own task (Python 3.11's TaskGroup can leave
+            # this task's cancel count raised after a child failed, which a drain here would obey).
+            sink.put([status for status in downs if status is not None])
             raise error from None
 
     async def close(self) -> None:

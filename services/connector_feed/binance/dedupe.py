@@ -53,10 +53,9 @@ class TradeDedupe:
                 return True
             if trade_id <= last - RECENT_TRADE_IDS:
                 return True  # older than the window: not remembered, kept
-            if trade_id < lane.first:  # before the lane's first trade: kept once
-                if trade_id not in lane.below:
-                    lane.below.add(trade_id)
-                    return True
+            if trade_id < lane.first and trade_id not in lane.below:  # before its first: kept once
+                lane.below.add(trade_id)
+                return True
             self.duplicates += 1
             return False
         # Ids skipped: a gap at the venue or on our side; remember the holes within the window.
