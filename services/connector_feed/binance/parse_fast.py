@@ -29,6 +29,9 @@ _INT64_MAX = 2**63 - 1  # msgspec bounds are int64: larger ids (never seen) take
 _Id = Annotated[int, Meta(ge=0, le=_INT64_MAX)]
 _Ms = Annotated[int, Meta(ge=0, le=rules.TIMESTAMP_MAX // MS)]
 _Decimal = Annotated[str, Meta(max_length=rules.DECIMAL_MAX_LENGTH)]
+#: Longer frames skip the fast path (a trade frame is ~200 bytes, ~400 with every value at its
+#: longest; depth diffs are longer): correct either way, this only saves a failed decode.
+MAX_TRADE_FRAME = 512
 PRICE_AND_QTY = re.compile(rules.POSITIVE_DECIMAL_FAST_TEXT + "," + rules.POSITIVE_DECIMAL_FAST_TEXT)
 
 
@@ -88,6 +91,8 @@ class FastTrades:
         self.misses = 0
 
     def parse(self, frame: str | bytes | memoryview, ts_recv: int) -> Trade | None:
+        if len(frame) > MAX_TRADE_FRAME:  # a depth frame: not worth a try
+            return None
         try:
             data: _Trade | _AggTrade = self._decode(frame).data
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
