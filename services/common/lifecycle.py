@@ -8,6 +8,7 @@ immediate exit, and maps the outcome to an exit code.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -42,6 +43,11 @@ async def _run(main: ServiceMain) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    # Everything imported so far (hundreds of thousands of objects: pydantic, OpenTelemetry, nats)
+    # lives as long as the process: out of the collector's way, a full collection on the hot path
+    # takes well under a millisecond instead of several.
+    gc.collect()
+    gc.freeze()
     return await main(stop)
 
 
