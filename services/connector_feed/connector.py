@@ -12,6 +12,15 @@ Two kinds of connector plug in here:
   reconnect policy, calls ``next_event()`` and, when that returns None, waits
   CONNECTOR_POLL_INTERVAL_MS before asking again. That wait applies to them only.
 
+**Recording and replay** plug in beside a native connector, not into its internals. A venue's
+connector is three parts with narrow faces: its links (sockets), a *decoder* - ``on_frame(text,
+ts_recv)`` and ``on_snapshot(symbol, snapshot)``, pure of I/O, the one place frames become events,
+books and states - and a *recorder tap* (``frame(...)``, ``snapshot(...)``, ``close()``) that sees
+every frame and REST body exactly as received. Recording is the tap (RECORD_DIR); replay
+(``binance.replay``) reads the files back and drives the same decoder, with the recorded receipt
+times, so a replay publishes what the live connector published. hftbacktest data
+(``hftbacktest.decode``) is a native connector of its own.
+
 ``next_event`` returns None (nothing yet), a ready ``TradeTick`` / ``DepthUpdate`` (published
 unchanged), a ``Status`` change, or a dict in the seed's format::
 
