@@ -187,6 +187,7 @@ async def run_context(settings: ContextSettings, stop: asyncio.Event) -> int:
     )
     log.info("service_started", symbols=settings.symbols)
     await stop.wait()
+    service.subscriber.stop()
     await health.stop()
     for context in service.contexts.values():
         await context.keeper.close()
