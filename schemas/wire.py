@@ -128,6 +128,19 @@ def decode_trade(data: bytes) -> TradeMsg:
         if len(_known_decimals) >= _KNOWN_DECIMALS_MAX:
             _known_decimals.clear()
         _known_decimals.update((price, qty))
+    seq, run = tick.seq, tick.feed_run
+    if (  # the common case in one expression; anything else is checked again below, for the reason
+        tick.schema_version == 1
+        and 0 <= tick.ts_event <= _I64
+        and 0 <= tick.ts_recv <= _I64
+        and 0 <= tick.trade_id <= _U64
+        and (seq is None or 1 <= seq <= _I64)
+        and (run is None or run in _known_runs)
+        and (tick.side == "buy") is not tick.is_buyer_maker
+        and tick.symbol in _known_symbols
+        and tick.exchange in _known_exchanges
+    ):
+        return tick
     _check_common(tick)
     if not 0 <= tick.trade_id <= _U64:
         raise RuleViolation("invalid_id", f"trade_id {rules.preview(tick.trade_id)} outside uint64")

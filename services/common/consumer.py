@@ -50,6 +50,7 @@ MarketMsg = TradeMsg | DepthMsg
 #: An event time this far ahead of our clock is refused (``future_timestamp``): it would hold
 #: every event-time window (VWAP) open for good.
 MAX_FUTURE_NS = 60 * 1_000_000_000
+_UNSEEN = "\x00unseen"  # not a symbol (``routes``' default)
 #: Lag and processing-time samples: at most one per this much receipt time (~100/s).
 LAG_SAMPLE_NS = 10_000_000
 
@@ -84,6 +85,7 @@ class MarketDataSubscriber:
         self.hook_errors = 0
         self._log_sampler = LogSampler()
         self.rates = SampledRates(lambda: self.consumed)
+        self._routes: dict[str, str | None] = {}  # subject -> its followed symbol, or None
         self._next_sample_ns = 0
         self._trace_tokens = 0.0
         self._trace_refilled_ns = 0
@@ -137,16 +139,16 @@ class MarketDataSubscriber:
     ) -> Handler:
         """The handler of one kind: route by subject -> decode -> check -> count -> hand on. Returns
         True when the hook's downstream is under pressure (checked every 16 messages)."""
-        consumed, pressure = self.consumed, self._pressure
-        decided, follows = self.instruments.decided, self.instruments.follows
+        consumed, pressure, routes, route = self.consumed, self._pressure, self._routes, self._route
         time_ns, future_ns = time.time_ns, MAX_FUTURE_NS
         in_a_row = 0
 
         def on_msg(subject: str, data: bytes, headers: dict[str, str] | None) -> bool:
             nonlocal in_a_row
-            symbol = subject[3 : subject.rindex(".")]  # md.<SYMBOL>.<kind>: one token
-            wanted = decided.get(symbol)
-            if not (wanted or (wanted is None and follows(symbol))):
+            symbol = routes.get(subject, _UNSEEN)
+            if symbol is _UNSEEN:
+                symbol = route(subject)
+            if symbol is None:
                 self.ignored += 1
                 return False
             if headers:  # the feed's sample: a trace and/or a lag sample
@@ -168,6 +170,15 @@ class MarketDataSubscriber:
             return in_a_row & 15 == 0 and pressure is not None and pressure()
 
         return on_msg
+
+    def _route(self, subject: str) -> str | None:
+        """``md.<SYMBOL>.<kind>`` -> the symbol if it is followed, else None; remembered once the
+        instruments have decided about it (bounded as they are)."""
+        symbol = subject[3 : subject.rindex(".")]  # one token
+        wanted = self.instruments.follows(symbol)
+        if symbol in self.instruments.decided and len(self._routes) < 2 * len(self.instruments.decided):
+            self._routes[subject] = symbol if wanted else None
+        return symbol if wanted else None
 
     @staticmethod
     def _violation(event: MarketMsg, subject: str) -> RuleViolation:

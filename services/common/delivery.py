@@ -1,28 +1,35 @@
 """Batched delivery for hot subscriptions: nats-py's per-message machinery skipped, nothing else.
 
-For a ``cb=`` subscription nats-py passes every message through a coroutine, a header parse, a
-``Msg`` object, an ``asyncio.Queue`` and a task wake-up before the callback runs: ~3.7 µs a
-message on our 2-vCPU bench host, more than everything a consumer does with it. For the
-market-data subjects ``Bus.subscribe_batched`` uses this module instead: ``BatchingClient`` (the
-``nats.aio.client.Client`` every ``Bus`` connects with) takes the messages of such a subscription
-where nats-py would queue them, and appends ``(subject, data, headers)`` to the subscription's
-``Batch``, a bounded deque that one task drains, calling a plain synchronous handler (~1.7 µs
-from the socket's bytes to the handler).
+For a ``cb=`` subscription nats-py matches each message's control line with a regular expression,
+copies it out of a ``bytearray``, awaits a coroutine, builds a ``Msg``, puts it on an
+``asyncio.Queue`` and wakes a task before the callback runs: ~3.7 µs a message on our 2-vCPU bench
+host, more than everything a consumer does with it. For the market-data subjects
+``Bus.subscribe_batched`` uses this module instead (~1.4 µs from the socket's bytes to the handler):
+
+- ``BatchingParser`` reads the runs of ``MSG`` / ``HMSG`` frames of batched subscriptions straight
+  from each chunk the socket gives (``bytes.find`` / ``split``, one slice per payload) and appends
+  ``(subject, data, headers)`` to the subscription's ``Batch``; anything else (another
+  subscription's message, PING, INFO, -ERR, a frame it does not recognise) goes, with the rest of
+  the chunk, to nats-py's own parser, which does what it always does;
+- ``BatchingClient`` (the ``nats.aio.client.Client`` every ``Bus`` connects with) does the same for
+  the messages of batched subscriptions that nats-py's parser hands it;
+- a ``Batch`` is a bounded deque that one task drains, calling a plain synchronous handler.
 
 What stays as nats-py does it:
-- order: every message of the subscription, with headers or without, takes the same path;
+- order: every frame is handled where it stands in the stream, by one parser or the other;
 - the bound: past ``pending_msgs_limit`` messages or ``pending_bytes_limit`` bytes waiting, the
   arriving message is dropped and reported to ``on_overflow`` (``Bus`` counts it as a
   slow-consumer drop and tells its loss listeners: every book resyncs);
 - the subscription itself: a normal nats-py ``Subscription`` stays registered (SUB again after a
   reconnect, UNSUB, drain), and the connection's ``in_msgs`` / ``in_bytes`` stats.
 
-It relies on one nats-py internal: ``Client._process_msg(sid, subject, reply, data, headers)``,
-which the protocol parser awaits for every MSG / HMSG (and ``_process_headers`` for the headers of
-those few that carry any). ``supported()`` checks both before a batched subscription is made; if a
+It relies on nats-py internals: the parser the client keeps in ``_ps`` (``Parser``: its ``buf`` and
+``state``), ``Client._process_msg(sid, subject, reply, data, headers)`` and
+``Client._process_headers``. ``supported()`` checks them before a batched subscription is made; if a
 nats-py release changes them, ``Bus`` falls back to a plain ``cb=`` subscription (the same
 behaviour, slower) and logs it once. ``tests/test_delivery.py`` fails if the installed nats-py is
-not supported, so an upgrade cannot make it slow unnoticed.
+not supported, so an upgrade cannot make it slow unnoticed, and checks the parser against
+nats-py's own on arbitrary streams cut at arbitrary places.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client
+from nats.protocol import parser as nats_parser
+from nats.protocol.parser import Parser
 
 #: (subject, data, headers or None) -> True when the handler's downstream is full (the batch
 #: then yields to the loop at once, so the consumers of that downstream run).
@@ -45,12 +54,19 @@ _EXPECTED = ["sid", "subject", "reply", "data", "headers"]
 
 
 def supported() -> bool:
-    """The nats-py internals this module intercepts are there, with the expected shape."""
+    """The nats-py internals this module relies on are there, with the expected shape."""
     process = getattr(Client, "_process_msg", None)
     headers = getattr(Client, "_process_headers", None)
     if not (inspect.iscoroutinefunction(process) and inspect.iscoroutinefunction(headers)):
         return False
-    return list(inspect.signature(process).parameters)[1:] == _EXPECTED
+    if list(inspect.signature(process).parameters)[1:] != _EXPECTED:
+        return False
+    probe = Parser()
+    return (
+        isinstance(getattr(probe, "buf", None), bytearray)
+        and getattr(probe, "state", None) == getattr(nats_parser, "AWAITING_CONTROL_LINE", object())
+        and isinstance(getattr(nats_parser, "MAX_CONTROL_LINE_SIZE", None), int)
+    )
 
 
 class Batch:
@@ -130,6 +146,8 @@ class BatchingClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self.batches: dict[int, Batch] = {}
+        if supported() and isinstance(getattr(self, "_ps", None), Parser):
+            self._ps = BatchingParser(self)
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any) -> None:
         batch = self.batches.get(sid)
@@ -140,3 +158,92 @@ class BatchingClient(Client):
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
         batch.put(subject.decode(), data, await self._process_headers(headers) if headers else None)
+
+
+class BatchingParser(Parser):
+    """nats-py's protocol parser, with a fast path for the frames of batched subscriptions."""
+
+    def __init__(self, nc: BatchingClient) -> None:
+        super().__init__(nc)
+        self._batches = nc.batches
+        self._stats = nc.stats
+        self._client = nc
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self.state != nats_parser.AWAITING_CONTROL_LINE:  # nats-py's parser is inside a frame
+            await super().parse(data)
+            return
+        if self.buf:  # what nats-py's parser (or this one) kept of a frame cut by the last chunk
+            data = bytes(self.buf) + data
+            self.buf.clear()
+        position, end = 0, len(data)
+        while position < end:
+            position = await self._batched(data, position)
+            if position >= end:
+                return
+            frame_end = _frame_end(data, position)
+            if frame_end < 0:  # cut, or not understood: nats-py's parser takes the rest
+                await super().parse(data[position:])
+                return
+            await super().parse(data[position:frame_end])  # one frame that is not ours
+            if self.state != nats_parser.AWAITING_CONTROL_LINE or self.buf:
+                await super().parse(data[frame_end:])
+                return
+            position = frame_end
+
+    async def _batched(self, data: bytes, position: int) -> int:
+        """Hand on the frames of batched subscriptions from ``position``; where the first other
+        frame starts (or ``len(data)``, a cut frame kept in ``buf`` for the next chunk)."""
+        batches, stats, end = self._batches, self._stats, len(data)
+        while position < end:
+            headers = data.startswith(b"HMSG ", position)
+            if not (headers or data.startswith(b"MSG ", position)):
+                return position
+            line_end = data.find(b"\r\n", position, position + nats_parser.MAX_CONTROL_LINE_SIZE)
+            if line_end < 0:
+                return self._keep(data, position)
+            args = data[position + (5 if headers else 4) : line_end].split(b" ")
+            if not (3 + headers <= len(args) <= 4 + headers and args[-1].isdigit() and args[1].isdigit()):
+                return position  # a shape nats-py's parser decides about
+            batch = batches.get(int(args[1]))
+            if batch is None:
+                return position
+            start, stop = line_end + 2, line_end + 2 + int(args[-1])
+            if stop + 2 > end:
+                return self._keep(data, position)
+            stats["in_msgs"] += 1
+            if headers:
+                split = start + int(args[-2]) if args[-2].isdigit() else -1
+                if not start <= split <= stop:
+                    return position
+                stats["in_bytes"] += stop - split
+                found = await self._client._process_headers(data[start:split])
+                batch.put(args[0].decode(), data[split:stop], found)
+            else:
+                stats["in_bytes"] += stop - start
+                batch.put(args[0].decode(), data[start:stop], None)
+            position = stop + 2
+        return position
+
+    def _keep(self, data: bytes, position: int) -> int:
+        """A batched frame cut by the end of the chunk: kept for the next one (a control line
+        longer than the protocol allows is left to nats-py's parser, which reports it)."""
+        if data.find(b"\r\n", position) < 0 and len(data) - position >= nats_parser.MAX_CONTROL_LINE_SIZE:
+            return position
+        self.buf.extend(data[position:])
+        return len(data)
+
+
+def _frame_end(data: bytes, position: int) -> int:
+    """Where the complete frame at ``position`` ends, or -1 (cut by the chunk's end, or a shape
+    only nats-py's parser knows what to do with)."""
+    line_end = data.find(b"\r\n", position)
+    if line_end < 0:
+        return -1
+    if not (data.startswith(b"MSG ", position) or data.startswith(b"HMSG ", position)):
+        return line_end + 2
+    size = data[position:line_end].rsplit(b" ", 1)[-1]
+    if not size.isdigit():
+        return -1
+    frame_end = line_end + 2 + int(size) + 2
+    return frame_end if frame_end <= len(data) else -1

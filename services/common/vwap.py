@@ -166,6 +166,16 @@ class RollingVwap:
         self._notional, self._volume = self._sums()
         self._rounded = None
 
+    def fraction(self) -> tuple[int, int] | None:
+        """The exact VWAP as ``numerator / denominator`` (both integers, denominator > 0), unrounded:
+        for exact comparisons without a division."""
+        if not self._trades or self._volume <= 0:
+            return None
+        return (
+            self._notional * POW10[self._volume_scale],
+            self._volume * POW10[self._notional_scale],
+        )
+
     def scaled_value(self) -> int | None:
         """The VWAP x 10**VWAP_PLACES, rounded half to even (exact integer comparisons)."""
         if self._rounded is None:

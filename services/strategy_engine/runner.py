@@ -32,6 +32,7 @@ from services.strategy_engine.strategy import Strategy
 log = get_logger("strategy_engine")
 
 MarketEvent = TradeMsg | DepthMsg
+_monotonic = time.monotonic
 _BATCH = 256
 #: Signals taken from one hook call at most (a generator that never ends must not hang the engine).
 MAX_SIGNALS_PER_EVENT = 100
@@ -105,7 +106,7 @@ class StrategyRunner:
             self._ready.set()
 
     async def run(self) -> None:
-        items = self._items
+        items, call = self._items, self.call
         while True:
             if not items:
                 self._ready.clear()
@@ -114,7 +115,7 @@ class StrategyRunner:
             # A bounded batch, then yield: the NATS callbacks must keep running.
             for _ in range(min(len(items), _BATCH)):
                 event, context = items.popleft()
-                signals = self.call(event)
+                signals = call(event)
                 if signals:
                     for signal in signals:
                         await self.publish(signal, context)
@@ -123,7 +124,7 @@ class StrategyRunner:
     def call(self, event: MarketEvent) -> Sequence[Signal]:
         """Run the strategy's hook on one event: its valid signals; anything else counted, never raised."""
         strategy = self.strategy
-        started = self.running_since = time.monotonic()
+        started = self.running_since = _monotonic()
         try:
             result = strategy.on_trade(event) if type(event) is TradeMsg else strategy.on_depth(event)  # type: ignore[arg-type]
             if (type(result) is tuple or type(result) is list) and not result:
@@ -135,7 +136,7 @@ class StrategyRunner:
         finally:
             self.running_since = None
             self.processed += 1
-            elapsed = time.monotonic() - started
+            elapsed = _monotonic() - started
             if elapsed > self.max_block_s:
                 self._blocked(elapsed)
 

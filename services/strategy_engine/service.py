@@ -32,24 +32,26 @@ class StrategyEngine:
         except ValueError as error:
             raise FatalError(f"STRATEGIES: {error}") from None
         tracer = telemetry.tracer()
-        self.runners = [
+        self.runners: list[StrategyRunner] = [
             StrategyRunner(
                 s, bus, settings.strategy_queue_size, tracer, settings.strategy_max_block_ms / 1000
             )
             for s in strategies
         ]
+        self._offers = [r.offer for r in self.runners]
+        self._pressed = [r.pressed for r in self.runners]
+        # One strategy (the usual case): the handler offers to its queue directly.
+        hook = self.runners[0].offer if len(self.runners) == 1 else self._on_event
         self.subscriber = MarketDataSubscriber(
             bus,
             settings.symbols,
-            self._on_event,
-            self._on_event,
+            hook,
+            hook,
             pressure=self._under_pressure,
             telemetry=telemetry,
             service=SERVICE,
             pending_msgs_limit=settings.nats_pending_msgs_limit,
         )
-        self._offers = [r.offer for r in self.runners]
-        self._pressed = [r.pressed for r in self.runners]
         self.bus = bus
         self.stale_after_s = settings.health_stale_after_s
         self._register_metrics(telemetry)

@@ -5,9 +5,10 @@ A trade more than VWAP_THRESHOLD_BPS above the VWAP of the last VWAP_WINDOW_S se
 ``flat``. Signals are sent on changes of view only, not on every trade. ``strength`` is the
 deviation in units of the threshold.
 
-The view is decided per trade with exact integer comparisons (``RollingVwap.scaled_value`` and the
-price's coefficient: no ``Decimal`` per trade); the deviation as a ``Decimal`` is computed only for
-the signal that a change of view sends.
+The view is decided per trade against the exact VWAP, with integer comparisons
+(``RollingVwap.fraction`` and the price's coefficient: no ``Decimal``, no division per trade); the
+deviation as a ``Decimal`` (against the VWAP rounded to 1e-10, as shown) is computed only for the
+signal that a change of view sends.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Literal
 
 from schemas import Signal
 from schemas.wire import TradeMsg
-from services.common.vwap import POW10, VWAP_PLACES, RollingVwap, scaled
+from services.common.vwap import POW10, RollingVwap, scaled
 from services.strategy_engine.settings import StrategySettings
 from services.strategy_engine.strategy import Strategy
 
@@ -58,8 +59,10 @@ class VwapDeviation(Strategy):
         if vwap is None:
             vwap = self._vwap[tick.symbol] = RollingVwap(self.window_ns)
         vwap.add(tick.ts_event, tick.price, tick.qty)
-        average = vwap.scaled_value()  # the VWAP x 10**VWAP_PLACES
-        if average is None or len(vwap) < self.min_trades:
+        if len(vwap) < self.min_trades:
+            return ()
+        average = vwap.fraction()
+        if average is None:
             return ()
         current = self._view.get(tick.symbol, "flat")
         view = self._view_of(tick.price, average, current)
@@ -68,13 +71,15 @@ class VwapDeviation(Strategy):
         self._view[tick.symbol] = view
         return (self._signal(tick, view, vwap),)
 
-    def _view_of(self, price: str, average: int, current: View) -> View:
-        """The view for a trade at ``price`` against the VWAP ``average / 10**VWAP_PLACES``, exactly:
-        deviation_bps = (price - vwap) / vwap * 10**4, compared with the threshold t = c / 10**s as
-        (price - vwap) * 10**(4 + s) >= c * vwap, all scaled to integers."""
+    def _view_of(self, price: str, average: tuple[int, int], current: View) -> View:
+        """The view for a trade at ``price`` against the VWAP ``n / d``, exactly: deviation_bps =
+        (price - vwap) / vwap * 10**4 compared with the threshold t = c / 10**s is, for the price
+        p / 10**e, (p * d - n * 10**e) * 10**(4 + s) against c * n * 10**e - all integers."""
         coefficient, scale = scaled(price)
-        difference = (coefficient * POW10[VWAP_PLACES] - average * POW10[scale]) * self._lhs_factor
-        bound = self._threshold_coefficient * average * POW10[scale]
+        numerator, denominator = average
+        shifted = numerator * POW10[scale]
+        difference = (coefficient * denominator - shifted) * self._lhs_factor
+        bound = self._threshold_coefficient * shifted
         if difference >= bound:
             return "sell"
         if difference <= -bound:
