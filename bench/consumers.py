@@ -39,19 +39,14 @@ from nats.aio.client import Client
 from bench._harness import console, machine, median, save, show
 from bench.consumer_floor import COUNT_SUBJECT
 from bench.consumer_load import publish_raw, trades
-from bench.pyspy_summary import summarise, top
+from bench.e2e_procs import cpu_seconds
+from bench.pyspy_summary import py_spy, summarise, top
 from schemas import subjects
 from services.common.natsserver import NatsServer
 
 ROOT = Path(__file__).parent.parent
 CONTENDERS = ("strategy_engine", "context", "floor")
 QUIET_S = 5.0  # no progress for this long: the run is over
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def command(contender: str, url: str) -> list[str]:
@@ -102,7 +97,7 @@ async def one_run(
         if profile is not None:
             spy = py_spy(process.pid, profile)
         n = len(payloads)
-        cpu_before = cpu_s(process.pid)
+        cpu_before = cpu_seconds(process.pid)
         start = time.perf_counter()
         sampled = await publish_raw(url, subjects.trades(symbol), payloads, rate)
         published_s = time.perf_counter() - start
@@ -118,7 +113,7 @@ async def one_run(
             consumed = consumed_now
             # Each health request costs the service ~0.1-0.3 ms: ask rarely until the end is near.
             await asyncio.sleep(0.002 if done > 0.9 * n else 0.05)
-        cpu_used = cpu_s(process.pid) - cpu_before  # (a few health replies included)
+        cpu_used = cpu_seconds(process.pid) - cpu_before  # (a few health replies included)
         vwap = report.get("strategies", {}).get("vwap", {})
         return {
             "events": n,
@@ -139,20 +134,6 @@ async def one_run(
         process.wait(timeout=10)
         if spy is not None:
             spy.wait(timeout=60)
-
-
-def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling ``pid`` at 1 kHz until it exits (``pip install py-spy``)."""
-    spy = subprocess.Popen(
-        [
-            *(str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-r", "1000"),
-            *("-f", "raw", "--nonblocking", "-o", str(out)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1.0)  # attached before the load starts
-    return spy
 
 
 def service_env(url: str, symbol: str, otlp: str | None) -> dict[str, str]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,20 @@ def top(summary: dict[str, Any], n: int = 25) -> dict[str, list[tuple[str, float
         kind: [(name, round(100 * count / total, 1)) for name, count in summary[kind].most_common(n)]
         for kind in ("self", "inclusive")
     }
+
+
+def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` at 1 kHz until it exits (``pip install py-spy``)."""
+    spy = subprocess.Popen(
+        [
+            *(str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-r", "1000"),
+            *("-f", "raw", "--nonblocking", "-o", str(out)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached before the load starts
+    return spy
 
 
 def main() -> None:
