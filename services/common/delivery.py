@@ -87,7 +87,6 @@ class Batch:
         self.bytes_limit = bytes_limit  # 0: no limit
         self.items: deque[tuple[str, bytes, dict[str, str] | None]] = deque()
         self.pending_bytes = 0
-        self.delivered = 0
         self.dropped = 0
         self._ready = asyncio.Event()
         self._waiting = False
@@ -120,7 +119,6 @@ class Batch:
             for _ in range(min(len(items), BATCH)):
                 subject, data, headers = items.popleft()
                 self.pending_bytes -= len(data)
-                self.delivered += 1
                 try:
                     pressed = handler(subject, data, headers)
                 except Exception as error:  # per-message boundary (handlers keep their own)
@@ -166,7 +164,6 @@ class BatchingParser(Parser):
     def __init__(self, nc: BatchingClient) -> None:
         super().__init__(nc)
         self._batches = nc.batches
-        self._stats = nc.stats
         self._client = nc
 
     async def parse(self, data: bytes = b"") -> None:
@@ -194,36 +191,42 @@ class BatchingParser(Parser):
     async def _batched(self, data: bytes, position: int) -> int:
         """Hand on the frames of batched subscriptions from ``position``; where the first other
         frame starts (or ``len(data)``, a cut frame kept in ``buf`` for the next chunk)."""
-        batches, stats, end = self._batches, self._stats, len(data)
-        while position < end:
-            headers = data.startswith(b"HMSG ", position)
-            if not (headers or data.startswith(b"MSG ", position)):
-                return position
-            line_end = data.find(b"\r\n", position, position + nats_parser.MAX_CONTROL_LINE_SIZE)
-            if line_end < 0:
-                return self._keep(data, position)
-            args = data[position + (5 if headers else 4) : line_end].split(b" ")
-            if not (3 + headers <= len(args) <= 4 + headers and args[-1].isdigit() and args[1].isdigit()):
-                return position  # a shape nats-py's parser decides about
-            batch = batches.get(int(args[1]))
-            if batch is None:
-                return position
-            start, stop = line_end + 2, line_end + 2 + int(args[-1])
-            if stop + 2 > end:
-                return self._keep(data, position)
-            stats["in_msgs"] += 1
-            if headers:
-                split = start + int(args[-2]) if args[-2].isdigit() else -1
-                if not start <= split <= stop:
+        batches, end = self._batches, len(data)
+        messages = size = 0  # the connection's stats, added once a chunk
+        try:
+            while position < end:
+                headers = not data.startswith(b"MSG ", position)
+                if headers and not data.startswith(b"HMSG ", position):
                     return position
-                stats["in_bytes"] += stop - split
-                found = await self._client._process_headers(data[start:split])
-                batch.put(args[0].decode(), data[split:stop], found)
-            else:
-                stats["in_bytes"] += stop - start
-                batch.put(args[0].decode(), data[start:stop], None)
-            position = stop + 2
-        return position
+                line_end = data.find(b"\r\n", position, position + nats_parser.MAX_CONTROL_LINE_SIZE)
+                if line_end < 0:
+                    return self._keep(data, position)
+                args = data[position + (5 if headers else 4) : line_end].split(b" ")
+                if not (3 + headers <= len(args) <= 4 + headers and args[-1].isdigit() and args[1].isdigit()):
+                    return position  # a shape nats-py's parser decides about
+                batch = batches.get(int(args[1]))
+                if batch is None:
+                    return position
+                start, stop = line_end + 2, line_end + 2 + int(args[-1])
+                if stop + 2 > end:
+                    return self._keep(data, position)
+                if headers:
+                    split = start + int(args[-2]) if args[-2].isdigit() else -1
+                    if not start <= split <= stop:
+                        return position
+                    found = await self._client._process_headers(data[start:split])
+                    batch.put(args[0].decode(), data[split:stop], found)
+                    size += stop - split
+                else:
+                    batch.put(args[0].decode(), data[start:stop], None)
+                    size += stop - start
+                messages += 1
+                position = stop + 2
+            return position
+        finally:
+            stats = self._client.stats
+            stats["in_msgs"] += messages
+            stats["in_bytes"] += size
 
     def _keep(self, data: bytes, position: int) -> int:
         """A batched frame cut by the end of the chunk: kept for the next one (a control line
