@@ -105,7 +105,7 @@ async def service(chunks: list[bytes], n: int, name: str) -> float:
         pass
 
     bus.subscribe_batched = subscribe_batched  # type: ignore[method-assign,assignment]
-    client.flush = flush  # type: ignore[method-assign]
+    client.flush = flush  # type: ignore[method-assign,assignment]
     off = setup_telemetry(name, TelemetrySettings(otel_sdk_disabled=True))
     done: Callable[[], bool]
     subscriber: Any
