@@ -39,14 +39,14 @@ from nats.aio.client import Client
 from bench._harness import console, machine, median, save, show
 from bench.consumer_floor import COUNT_SUBJECT
 from bench.consumer_load import publish_raw, trades
-from bench.e2e_procs import cpu_seconds
+from bench.e2e_procs import cpu_seconds, stop
 from bench.pyspy_summary import py_spy, summarise, top
 from schemas import subjects
 from services.common.natsserver import NatsServer
 
 ROOT = Path(__file__).parent.parent
 CONTENDERS = ("strategy_engine", "context", "floor")
-QUIET_S = 5.0  # no progress for this long: the run is over
+QUIET_S = 5.0  # no progress for this long (health answering meanwhile): the run is over
 
 
 def command(contender: str, url: str) -> list[str]:
@@ -103,10 +103,12 @@ async def one_run(
         published_s = time.perf_counter() - start
         done, last_change, consumed = 0, time.perf_counter(), 0
         report: dict[str, Any] = {}
-        while done < n and time.perf_counter() - last_change < QUIET_S:
+        unanswered = 0
+        while done < n and time.perf_counter() - last_change < QUIET_S + unanswered * 2:
             try:
                 consumed_now, done_now, report = await progress(nc, contender)
             except nats.errors.TimeoutError:  # busy: health waits for the loop like everything else
+                unanswered += 1  # (a request that timed out does not count as a quiet 2 s)
                 continue
             if done_now != done:
                 done, last_change = done_now, time.perf_counter()
@@ -130,8 +132,7 @@ async def one_run(
         }
     finally:
         await nc.drain()
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)  # SIGTERM, then SIGKILL after 10 s
         if spy is not None:
             spy.wait(timeout=60)
 

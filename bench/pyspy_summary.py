@@ -65,7 +65,7 @@ def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     spy = subprocess.Popen(
         [
             *(str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-r", "1000"),
-            *("-f", "raw", "--nonblocking", "-o", str(out)),
+            *("-f", "raw", "-o", str(out)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
