@@ -12,7 +12,7 @@ alternate). No publisher, no server, no other process competes, so the shares ar
 - ``context``, ``strategy_engine``: the services' own subscriber and handlers behind it (the
   ``vwap`` strategy in its runner), as their ``__main__`` builds them, telemetry off.
 
-    python -m bench.consumer_inprocess --events 100000 --repeat 3
+    python -m bench.consumer_inprocess --events 100000 --repeat 3 --json bench/results/consumer_inprocess.json
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bench._harness import console, show
+from bench._harness import console, machine, save, show
 from bench.consumer_load import trades
 from schemas.wire import decode_trade
 from services.common.bus import Bus
@@ -153,7 +153,9 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", help="save the results here")
     args = parser.parse_args()
+    info = machine()
     best = uvloop.run(main_async(args))
     floor = best["nats-py cb (no-op)"]
     console.print("CPU µs per message, best of", args.repeat)
@@ -162,6 +164,7 @@ def main() -> None:
         ["path", "CPU µs/msg", "/ nats-py cb (no-op)", "msgs/s per core"],
         [[k, f"{v:.2f}", f"{v / floor:.2f}", 1e6 / v] for k, v in best.items()],
     )
+    save(args.json, {"machine": info, "args": vars(args), "cpu_us_per_msg": best})
 
 
 if __name__ == "__main__":
