@@ -31,6 +31,9 @@ _KNOWN_MAX = 10_000
 _known_symbols: set[str] = set()
 _known_exchanges: set[str] = set()
 _known_runs: set[str] = set()
+#: Price and quantity strings already found valid (a venue's tick and lot grid repeats them).
+_known_decimals: set[str] = set()
+_KNOWN_DECIMALS_MAX = 65_536
 
 
 class TradeMsg(msgspec.Struct, frozen=True, gc=False):
@@ -117,9 +120,27 @@ def decode_trade(data: bytes) -> TradeMsg:
     except msgspec.MsgspecError as error:
         raise _violation(error) from None
     price, qty = tick.price, tick.qty
-    if len(price) > _MAX_DECIMAL or len(qty) > _MAX_DECIMAL or not _PRICE_AND_QTY.fullmatch(f"{price},{qty}"):
-        rules.decimal_text(price, "price", positive=True)
-        rules.decimal_text(qty, "qty", positive=True)
+    if price not in _known_decimals or qty not in _known_decimals:
+        long = len(price) > _MAX_DECIMAL or len(qty) > _MAX_DECIMAL
+        if long or not _PRICE_AND_QTY.fullmatch(f"{price},{qty}"):
+            rules.decimal_text(price, "price", positive=True)
+            rules.decimal_text(qty, "qty", positive=True)
+        if len(_known_decimals) >= _KNOWN_DECIMALS_MAX:
+            _known_decimals.clear()
+        _known_decimals.update((price, qty))
+    seq, run = tick.seq, tick.feed_run
+    if (  # the common case in one expression; anything else is checked again below, for the reason
+        tick.schema_version == 1
+        and 0 <= tick.ts_event <= _I64
+        and 0 <= tick.ts_recv <= _I64
+        and 0 <= tick.trade_id <= _U64
+        and (seq is None or 1 <= seq <= _I64)
+        and (run is None or run in _known_runs)
+        and (tick.side == "buy") is not tick.is_buyer_maker
+        and tick.symbol in _known_symbols
+        and tick.exchange in _known_exchanges
+    ):
+        return tick
     _check_common(tick)
     if not 0 <= tick.trade_id <= _U64:
         raise RuleViolation("invalid_id", f"trade_id {rules.preview(tick.trade_id)} outside uint64")

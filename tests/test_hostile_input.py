@@ -215,7 +215,7 @@ def test_a_huge_but_valid_looking_trade_is_refused_before_any_state() -> None:
 def test_the_vwap_repairs_itself_when_an_invariant_breaks() -> None:
     vwap = RollingVwap(10)
     vwap.add(1, Decimal("100"), Decimal("1"))
-    vwap._notional += Decimal("0.5")  # simulate a corrupted sum (no public way to break it)
+    vwap._notional += 5  # simulate a corrupted sum (scaled integers; no public way to break it)
 
     vwap.add(100, Decimal("200"), Decimal("1"))  # the window empties and refills
 

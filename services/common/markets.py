@@ -21,20 +21,21 @@ class Instruments:
     def __init__(self, symbols: Iterable[str], limit: int = MAX_INSTRUMENTS) -> None:
         self.symbols = frozenset(symbols)
         self.limit = limit
-        self._decided: dict[str, bool] = {}
+        #: Each id seen -> whether it is followed (read it directly on a hot path; ``follows`` fills it).
+        self.decided: dict[str, bool] = {}
         self.followed: list[str] = []
         self.refused_over_limit = 0
 
     def follows(self, instrument: str) -> bool:
-        decided = self._decided.get(instrument)
+        decided = self.decided.get(instrument)
         if decided is not None:
             return decided
         wanted = tracks(instrument, self.symbols)
         if wanted and len(self.followed) >= self.limit:
             self.refused_over_limit += 1
             return False
-        if len(self._decided) < 10 * self.limit:  # bounded memory of ids seen
-            self._decided[instrument] = wanted
+        if len(self.decided) < 10 * self.limit:  # bounded memory of ids seen
+            self.decided[instrument] = wanted
         if wanted:
             self.followed.append(instrument)
         return wanted

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 class RollingCounter:
@@ -14,11 +15,18 @@ class RollingCounter:
         self._clock = clock
         self._buckets = [0] * window_s
         self._stamps = [-1] * window_s
+        self._second = -1  # the second of the last add, and its bucket
+        self._bucket = 0
         self.total = 0
 
     def add(self, n: int = 1, now: float | None = None) -> None:
         second = int(self._clock() if now is None else now)
+        if second == self._second:  # the common case: the same second as the last add
+            self._buckets[self._bucket] += n
+            self.total += n
+            return
         i = second % self._window
+        self._second, self._bucket = second, i
         if self._stamps[i] != second:
             self._stamps[i] = second
             self._buckets[i] = 0
@@ -48,3 +56,52 @@ def seed_metrics(
         }
         for name, counter, size in (("trades", trades, queue_sizes[0]), ("depth", depth, queue_sizes[1]))
     }
+
+
+class SampledRates:
+    """Rolling counts fed from cumulative counters, sampled - never a call per event.
+
+    ``sync`` adds what the counters gained since the last call to the current second: ``start``
+    runs it once a second (a loop timer, not a task) and readers call it before reading, so an
+    event lands in its own second or the next one. ``last_change`` is when a sync last saw a
+    counter move: the time of the last event, to within a second (it never overstates the age).
+    """
+
+    def __init__(
+        self,
+        totals: Callable[[], Mapping[str, int]],
+        kinds: tuple[str, ...] = ("trade", "depth"),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._totals = totals
+        self._clock = clock
+        self.counters = {kind: RollingCounter(clock=clock) for kind in kinds}
+        self._seen = dict.fromkeys(kinds, 0)
+        self.last_change: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def sync(self) -> None:
+        now = self._clock()
+        totals = self._totals()
+        for kind, counter in self.counters.items():
+            new = totals[kind] - self._seen[kind]
+            if new:
+                counter.add(new, now)
+                self._seen[kind] = totals[kind]
+                self.last_change = now
+
+    def start(self, every_s: float = 1.0) -> None:
+        """Sync every ``every_s`` on the running loop until ``stop``."""
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            self.sync()
+            self._timer = loop.call_later(every_s, tick)
+
+        self.stop()
+        self._timer = loop.call_later(every_s, tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

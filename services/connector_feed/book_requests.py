@@ -64,7 +64,7 @@ class BookRequests:
             )
             return
         copy, seq = held
-        bids, asks = await copy.sorted(depth)
+        bids, asks = await copy.sorted(depth)  # yields after its last step: encoding is one of its own
         reply = self._snapshot(symbol, bids, asks, copy.last_update_id, seq)
         await request.respond(reply.wire(), headers={"Content-Type": "application/json"})
 

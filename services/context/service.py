@@ -93,7 +93,10 @@ class ContextService:
             context.keeper.lost(reason, f"messages may have been lost ({reason})")
 
     def _on_trade(self, tick: TradeMsg, _: Context | None) -> None:
-        self._context(tick.symbol).on_trade(tick)
+        context = self.contexts.get(tick.symbol)
+        if context is None:
+            context = self._context(tick.symbol)
+        context.on_trade(tick)
 
     def _on_depth(self, update: DepthMsg, _: Context | None) -> None:
         self._context(update.symbol).on_depth(update)
@@ -187,6 +190,7 @@ async def run_context(settings: ContextSettings, stop: asyncio.Event) -> int:
     )
     log.info("service_started", symbols=settings.symbols)
     await stop.wait()
+    service.subscriber.stop()
     await health.stop()
     for context in service.contexts.values():
         await context.keeper.close()

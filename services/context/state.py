@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from decimal import Decimal
 
 import msgspec
 
@@ -62,7 +61,7 @@ class SymbolContext:
         self.exchange = tick.exchange
         self.trades.append(tick)
         self.rate.add()
-        self.vwap.add(tick.ts_event, Decimal(tick.price), Decimal(tick.qty))
+        self.vwap.add(tick.ts_event, tick.price, tick.qty)  # the exact wire strings
         self.trade_count += 1
 
     def on_depth(self, update: DepthMsg) -> None:

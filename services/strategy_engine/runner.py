@@ -1,12 +1,14 @@
 """One strategy behind its own bounded queue and task, isolated from the engine and the others.
 
-The NATS callback only ``offer``s events (O(1)); when the queue is full the oldest event is dropped
-and counted. Each hook call is a per-message boundary: a strategy that raises, returns None or a
-wrong type, yields something that is not a valid ``Signal`` of its own, or runs past
-STRATEGY_MAX_BLOCK_MS is counted by kind (``failures`` in health, ``strategy.errors`` in metrics),
-logged as a sample, reported by name in health - and the next event is processed. A signal caused
-by a traced event is published with a PRODUCER span ``publish signals.{strategy}.{symbol}`` in the
-event's trace.
+The NATS handler only ``offer``s events (O(1): an append; nothing is counted per event that can
+be counted when asked); when the queue is full the oldest event is dropped and counted. The task
+takes events in batches of up to ``_BATCH`` and yields between batches.
+
+Each hook call is a per-message boundary: a strategy that raises, returns None or a wrong type,
+yields something that is not a valid ``Signal`` of its own, or runs past STRATEGY_MAX_BLOCK_MS is
+counted by kind (``failures`` in health, ``strategy.errors`` in metrics), logged as a sample,
+reported by name in health - and the next event is processed. A signal caused by a traced event is
+published with a PRODUCER span ``publish signals.{strategy}.{symbol}`` in the event's trace.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -30,6 +32,7 @@ from services.strategy_engine.strategy import Strategy
 log = get_logger("strategy_engine")
 
 MarketEvent = TradeMsg | DepthMsg
+_monotonic = time.monotonic
 _BATCH = 256
 #: Signals taken from one hook call at most (a generator that never ends must not hang the engine).
 MAX_SIGNALS_PER_EVENT = 100
@@ -54,7 +57,7 @@ class StrategyRunner:
         self.max_block_s = max_block_s
         self._items: deque[tuple[MarketEvent, Context | None]] = deque()
         self._ready = asyncio.Event()
-        self.queued = {"trade": 0, "depth": 0}
+        self._waiting = False  # the task waits for _ready (offer sets it only then)
         self.processed = 0
         self.signals = 0
         self.signals_by_symbol: dict[str, int] = {}
@@ -81,47 +84,59 @@ class StrategyRunner:
     def queue_len(self) -> int:
         return len(self._items)
 
+    def pressed(self) -> bool:
+        """At least half full: the NATS callback should let this task catch up."""
+        return len(self._items) * 2 >= self.queue_size
+
+    @property
+    def queued(self) -> dict[str, int]:
+        """Events waiting, by kind (counted when asked: O(queue))."""
+        depth = sum(1 for event, _ in list(self._items) if type(event) is not TradeMsg)
+        return {"trade": len(self._items) - depth, "depth": depth}
+
     def offer(self, event: MarketEvent, context: Context | None = None) -> None:
         items = self._items
         if len(items) >= self.queue_size:
-            self._count_out(items.popleft()[0])
+            items.popleft()
             self.dropped += 1
             self.last_drop_monotonic = time.monotonic()
         items.append((event, context))
-        self.queued["trade" if type(event) is TradeMsg else "depth"] += 1
-        self._ready.set()
-
-    def _count_out(self, event: MarketEvent) -> None:
-        self.queued["trade" if type(event) is TradeMsg else "depth"] -= 1
+        if self._waiting:
+            self._waiting = False
+            self._ready.set()
 
     async def run(self) -> None:
-        items = self._items
+        items, call = self._items, self.call
         while True:
             if not items:
                 self._ready.clear()
+                self._waiting = True
                 await self._ready.wait()
             # A bounded batch, then yield: the NATS callbacks must keep running.
             for _ in range(min(len(items), _BATCH)):
                 event, context = items.popleft()
-                self._count_out(event)
-                for signal in self.call(event):
-                    await self.publish(signal, context)
+                signals = call(event)
+                if signals:
+                    for signal in signals:
+                        await self.publish(signal, context)
             await asyncio.sleep(0)
 
-    def call(self, event: MarketEvent) -> list[Signal]:
+    def call(self, event: MarketEvent) -> Sequence[Signal]:
         """Run the strategy's hook on one event: its valid signals; anything else counted, never raised."""
         strategy = self.strategy
-        started = self.running_since = time.monotonic()
+        started = self.running_since = _monotonic()
         try:
             result = strategy.on_trade(event) if type(event) is TradeMsg else strategy.on_depth(event)  # type: ignore[arg-type]
+            if (type(result) is tuple or type(result) is list) and not result:
+                return ()  # the common case: no signal
             return self._signals(result)
         except Exception as error:  # per-message boundary: isolate the strategy's bug
             self._failed("raised", rules.clip(repr(error), 300))
-            return []
+            return ()
         finally:
             self.running_since = None
             self.processed += 1
-            elapsed = time.monotonic() - started
+            elapsed = _monotonic() - started
             if elapsed > self.max_block_s:
                 self._blocked(elapsed)
 

@@ -32,17 +32,21 @@ class StrategyEngine:
         except ValueError as error:
             raise FatalError(f"STRATEGIES: {error}") from None
         tracer = telemetry.tracer()
-        self.runners = [
+        self.runners: list[StrategyRunner] = [
             StrategyRunner(
                 s, bus, settings.strategy_queue_size, tracer, settings.strategy_max_block_ms / 1000
             )
             for s in strategies
         ]
+        self._offers = [r.offer for r in self.runners]
+        self._pressed = [r.pressed for r in self.runners]
+        # One strategy (the usual case): the handler offers to its queue directly.
+        hook = self.runners[0].offer if len(self.runners) == 1 else self._on_event
         self.subscriber = MarketDataSubscriber(
             bus,
             settings.symbols,
-            self._on_event,
-            self._on_event,
+            hook,
+            hook,
             pressure=self._under_pressure,
             telemetry=telemetry,
             service=SERVICE,
@@ -53,8 +57,8 @@ class StrategyEngine:
         self._register_metrics(telemetry)
 
     def _on_event(self, event: TradeMsg | DepthMsg, context: Context | None) -> None:
-        for runner in self.runners:
-            runner.offer(event, context)
+        for offer in self._offers:
+            offer(event, context)
 
     def watch(self, stop: threading.Event, every_s: float = 0.5) -> None:
         """A thread: names a strategy whose hook is blocking the loop *now* (health can only tell
@@ -75,7 +79,7 @@ class StrategyEngine:
                 reported.clear()
 
     def _under_pressure(self) -> bool:
-        return any(r.queue_len * 2 >= r.queue_size for r in self.runners)
+        return any(pressed() for pressed in self._pressed)
 
     def _register_metrics(self, telemetry: Telemetry) -> None:
         meter = telemetry.meter()
@@ -137,7 +141,8 @@ class StrategyEngine:
         }
 
     def metrics(self) -> dict[str, Any]:
-        queued = (sum(r.queued["trade"] for r in self.runners), sum(r.queued["depth"] for r in self.runners))
+        waiting = [r.queued for r in self.runners]
+        queued = (sum(q["trade"] for q in waiting), sum(q["depth"] for q in waiting))
         return self.subscriber.metrics(queued)
 
 
@@ -167,6 +172,7 @@ async def run_engine(settings: StrategySettings, stop: asyncio.Event) -> int:
     log.info("service_started", strategies=[r.name for r in engine.runners], symbols=settings.symbols)
     failure = await run_until_stopped(stop, *tasks)
     watchdog_stop.set()
+    engine.subscriber.stop()
     await health.stop()
     await bus.drain()
     telemetry.shutdown()

@@ -4,6 +4,11 @@ A trade more than VWAP_THRESHOLD_BPS above the VWAP of the last VWAP_WINDOW_S se
 ``sell`` (rich), that far below signals ``buy`` (cheap); back within half the threshold signals
 ``flat``. Signals are sent on changes of view only, not on every trade. ``strength`` is the
 deviation in units of the threshold.
+
+The view is decided per trade against the exact VWAP, with integer comparisons
+(``RollingVwap.fraction`` and the price's coefficient: no ``Decimal``, no division per trade); the
+deviation as a ``Decimal`` (against the VWAP rounded to 1e-10, as shown) is computed only for the
+signal that a change of view sends.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Literal
 
 from schemas import Signal
 from schemas.wire import TradeMsg
-from services.common.vwap import RollingVwap
+from services.common.vwap import POW10, RollingVwap, scaled
 from services.strategy_engine.settings import StrategySettings
 from services.strategy_engine.strategy import Strategy
 
@@ -33,6 +38,10 @@ class VwapDeviation(Strategy):
         super().__init__(settings)
         self.window_ns = int(settings.vwap_window_s * 1e9)
         self.threshold = Decimal(str(settings.vwap_threshold_bps))
+        coefficient, scale = scaled(self.threshold)
+        #: bps, and the threshold's own scale (``_view_of``)
+        self._lhs_factor = 10 ** (4 + scale)
+        self._threshold_coefficient = coefficient
         self.min_trades = settings.vwap_min_trades
         self._vwap: dict[str, RollingVwap] = {}
         self._view: dict[str, View] = {}
@@ -49,33 +58,47 @@ class VwapDeviation(Strategy):
         vwap = self._vwap.get(tick.symbol)
         if vwap is None:
             vwap = self._vwap[tick.symbol] = RollingVwap(self.window_ns)
-        price = Decimal(tick.price)
-        vwap.add(tick.ts_event, price, Decimal(tick.qty))
-        average = vwap.value
-        if average is None or len(vwap) < self.min_trades:
+        vwap.add(tick.ts_event, tick.price, tick.qty)
+        if len(vwap) < self.min_trades:
             return ()
-        deviation_bps = (price - average) / average * _BPS
+        average = vwap.fraction()
+        if average is None:
+            return ()
         current = self._view.get(tick.symbol, "flat")
-        if deviation_bps >= self.threshold:
-            view: View = "sell"
-        elif deviation_bps <= -self.threshold:
-            view = "buy"
-        elif abs(deviation_bps) <= self.threshold / 2:
-            view = "flat"
-        else:
-            view = current  # hysteresis band: keep the view
+        view = self._view_of(tick.price, average, current)
         if view == current:
             return ()
         self._view[tick.symbol] = view
-        return (
-            Signal(
-                strategy=self.name,
-                symbol=tick.symbol,
-                side=view,
-                strength=(abs(deviation_bps) / self.threshold).quantize(_STRENGTH, context=_WIDE),
-                reason=f"price {tick.price} is {deviation_bps:.2f} bps from the "
-                f"{self.window_ns / 1e9:g}s VWAP {average} ({len(vwap)} trades)",
-                ts_event=tick.ts_event,
-                ts=time.time_ns(),
-            ),
+        return (self._signal(tick, view, vwap),)
+
+    def _view_of(self, price: str, average: tuple[int, int], current: View) -> View:
+        """The view for a trade at ``price`` against the VWAP ``n / d``, exactly: deviation_bps =
+        (price - vwap) / vwap * 10**4 compared with the threshold t = c / 10**s is, for the price
+        p / 10**e, (p * d - n * 10**e) * 10**(4 + s) against c * n * 10**e - all integers."""
+        coefficient, scale = scaled(price)
+        numerator, denominator = average
+        shifted = numerator * POW10[scale]
+        difference = (coefficient * denominator - shifted) * self._lhs_factor
+        bound = self._threshold_coefficient * shifted
+        if difference >= bound:
+            return "sell"
+        if difference <= -bound:
+            return "buy"
+        if 2 * abs(difference) <= bound:
+            return "flat"
+        return current  # hysteresis band: keep the view
+
+    def _signal(self, tick: TradeMsg, view: View, vwap: RollingVwap) -> Signal:
+        price, average = Decimal(tick.price), vwap.value
+        assert average is not None  # the view was decided against it
+        deviation_bps = (price - average) / average * _BPS
+        return Signal(
+            strategy=self.name,
+            symbol=tick.symbol,
+            side=view,
+            strength=(abs(deviation_bps) / self.threshold).quantize(_STRENGTH, context=_WIDE),
+            reason=f"price {tick.price} is {deviation_bps:.2f} bps from the "
+            f"{self.window_ns / 1e9:g}s VWAP {average} ({len(vwap)} trades)",
+            ts_event=tick.ts_event,
+            ts=time.time_ns(),
         )
