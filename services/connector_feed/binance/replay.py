@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import heapq
 import time
 import zlib
@@ -40,6 +41,8 @@ log = get_logger("replay")
 MARKET_OF = {exchange: market for market, exchange in EXCHANGE.items()}
 #: Lines decoded per step at most before their events are delivered together.
 LINES_PER_STEP = 256
+#: Decompressed bytes read at a time.
+READ_BUFFER = 1 << 20
 _SNAPSHOT_PREFIX = b'{"lastUpdateId"'
 
 Line = tuple[int, int, int, str, bytes]  # recv_ns, file index, line number, venue symbol, text
@@ -168,7 +171,13 @@ class ReplayConnector(NativeConnector):
         symbol = path.name.rsplit("_", 1)[0]
         number = 0
         try:
-            with path.open("rb") as compressed, gzip.GzipFile(fileobj=compressed) as lines:
+            with (
+                path.open("rb") as compressed,
+                gzip.GzipFile(fileobj=compressed) as unzipped,
+                # GzipFile's own line iteration is a Python call a line; a buffer over it splits
+                # lines in C (~2x faster reading, measured by bench/replay.py)
+                io.BufferedReader(unzipped, buffer_size=READ_BUFFER) as lines,
+            ):
                 self._reading[index] = compressed
                 for number, raw in enumerate(lines, start=1):
                     stamp, _, text = raw.rstrip(b"\n").partition(b" ")
