@@ -7,8 +7,8 @@ the live parse path (BinanceParser + LocalBook on the same frames) measured in t
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
+import gc
 import gzip
 import json
 import random
