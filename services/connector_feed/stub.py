@@ -29,6 +29,10 @@ from services.connector_feed.events import Depth, Trade
 
 TICK_CENTS = 1  # prices move in cents
 DEPTH_LEVELS = 10
+#: The shortest wait between batches: the loop's timer resolution (uvloop's is 1 ms). A shorter
+#: sleep returns at once, so at 10k events/s the stub spun a core at 100 % (one event a turn),
+#: competing with NATS and the subscribers for the CPU: p99 latency in ms (bench/latency.py).
+MIN_SLEEP_S = 0.001
 #: Random-walk steps in ticks, indexed by two random bits: down, flat, up, flat.
 _STEPS = (-TICK_CENTS, 0, TICK_CENTS, 0)
 #: Events handed over in one batch at most (unthrottled: the batch size of every step).
@@ -210,7 +214,7 @@ class StubbedConnector(NativeConnector):
             if batch:
                 await sink.deliver(batch)
             else:
-                await asyncio.sleep(max(self._next_due(elapsed) - elapsed, 0.0))
+                await asyncio.sleep(max(self._next_due(elapsed) - elapsed, MIN_SLEEP_S))
 
     def due(self, elapsed: float, now_ns: int) -> list[Delivered]:
         """Every event due by ``elapsed`` seconds (at most BATCH), each kind in turn per symbol."""
