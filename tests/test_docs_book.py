@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from schemas import subjects
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.binance.settings import BinanceSettings
-from tests.fake_binance import FakeBinance, book_scenario
+from tests.fake_binance import ExpectedBook, FakeBinance, book_scenario
 from tests.helpers import collect, eventually
 from tests.test_book_requests import feed_with_books
 
@@ -44,6 +45,11 @@ async def _feeds_book(nc: Client, symbol: str) -> dict[str, Any]:
     }
 
 
+def _exact(side: dict[str, str]) -> dict[Decimal, Decimal]:
+    """A side by value: the venue's reference writes 8 decimals, a reply keeps the venue's strings."""
+    return {Decimal(price): Decimal(qty) for price, qty in side.items()}
+
+
 async def _play(venue: FakeBinance, symbol: str, diffs: list[dict[str, Any]]) -> None:
     for diff in diffs:
         await venue.send(f"{symbol.lower()}@depth@100ms", diff)
@@ -57,6 +63,7 @@ async def test_the_documented_recipe_keeps_the_feeds_book_across_a_late_start_an
     book: dict[str, Any] = {}
     task: asyncio.Task[None] | None = None
     compared = []
+    references: list[ExpectedBook] = []
     try:
         for run, seed in enumerate((5, 6)):  # two runs of the feed, each with its own venue book
             snapshot, diffs, expected = book_scenario(unique, "spot", 100, seed=seed, levels=100)
@@ -79,16 +86,21 @@ async def test_the_documented_recipe_keeps_the_feeds_book_across_a_late_start_an
                     seq = feed["seq"]
                     await eventually(lambda: book.get("seq") == seq, timeout_s=10)  # noqa: B023
                     compared.append((run, dict(book), feed, len(requests)))
+                    references.append(expected)
     finally:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     assert [run for run, *_ in compared] == [0, 1]
-    for _, kept, feed, _ in compared:
+    for (_, kept, feed, _), venue_book in zip(compared, references, strict=True):
         assert kept["bids"] == feed["bids"] and kept["asks"] == feed["asks"]
         assert (kept["seq"], kept["feed_run"]) == (feed["seq"], feed["feed_run"])
-        assert len(kept["bids"]) > 50 and len(kept["asks"]) > 50
+        assert kept["bids"] and kept["asks"]
+        assert (_exact(kept["bids"]), _exact(kept["asks"])) == (
+            _exact(venue_book.bids),
+            _exact(venue_book.asks),
+        )
     assert compared[0][2]["feed_run"] != compared[1][2]["feed_run"]  # a restart really happened
     # One request to join, one after the restart (plus the test's own one per run): nothing lost.
     assert [n for *_, n in compared] == [2, 4]
