@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 
 from schemas import DepthUpdate, subjects
 from services.common.book import OrderBook, price_key
-from services.common.bus import Bus
+from services.common.bus import Bus, settled
 from services.common.health import Condition, ExtraEndpoint, HealthService
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
@@ -185,7 +185,7 @@ async def test_periodic_snapshots_take_their_place_in_the_depth_sequence(
             await eventually(lambda: books.snapshots_published >= 3)
             periodic.cancel()
             await asyncio.gather(periodic, return_exceptions=True)
-            await nc.flush()
+            await settled(nc)
             await eventually(
                 lambda: (
                     DepthUpdate.model_validate_json(depth[-1].data).last_update_id == expected.last_update_id

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from nats.protocol.parser import Parser
 
 from services.common import delivery
-from services.common.bus import Bus
+from services.common.bus import Bus, settled
 from services.common.delivery import Batch, BatchingClient, BatchingParser
 from tests.helpers import eventually
 
@@ -142,7 +142,7 @@ async def test_batched_subscriptions_get_every_message_in_order_with_headers(
         await bus.subscribe_batched(f"md.{unique}.*", _collector(got))
         await bus.subscribe(f"other.{unique}", on_other)
         await publisher.subscribe(f"svc.{unique}", cb=on_request)
-        await bus.nc.flush()
+        await settled(bus.nc)
         sent = []
         for i in range(3000):
             size = i * 7919 % 60_000 if i % 50 == 0 else i % 300  # some frames span the client's reads
@@ -153,7 +153,7 @@ async def test_batched_subscriptions_get_every_message_in_order_with_headers(
             if i % 500 == 0:
                 await publisher.publish(f"other.{unique}", b"%d" % i)
                 assert (await bus.request(f"svc.{unique}", b"", timeout_s=5)).data == b"pong"
-        await publisher.flush()
+        await settled(publisher)
         await eventually(lambda: len(got) == len(sent), timeout_s=20)
     finally:
         await publisher.drain()
@@ -177,10 +177,10 @@ async def test_a_full_batch_drops_counts_and_reports_a_slow_consumer(nats_url: s
     publisher = await nats.connect(nats_url)
     try:
         await bus.subscribe_batched(f"md.{unique}.trades", slow, pending_msgs_limit=20)
-        await bus.nc.flush()
+        await settled(bus.nc)
         for i in range(500):
             await publisher.publish(f"md.{unique}.trades", b"%d" % i)
-        await publisher.flush()
+        await settled(publisher)
         await eventually(lambda: len(handled) + bus.stats.slow_consumer_drops == 500, timeout_s=20)
     finally:
         await publisher.drain()
@@ -195,11 +195,11 @@ async def test_drain_hands_on_everything_sent_before_it(nats_url: str, unique: s
     bus = await Bus.connect(nats_url, "test-delivery-drain")
     got: Delivered = []
     await bus.subscribe_batched(f"md.{unique}.trades", _collector(got))
-    await bus.nc.flush()
+    await settled(bus.nc)
     publisher = await nats.connect(nats_url)
     for i in range(20_000):
         await publisher.publish(f"md.{unique}.trades", b"%d" % i)
-    await publisher.flush()
+    await settled(publisher)
     await publisher.drain()
 
     await bus.drain()
@@ -211,11 +211,11 @@ async def test_a_plain_nats_py_client_falls_back_to_the_same_delivery(nats_url: 
     bus = Bus(await nats.connect(nats_url), "test-delivery-plain")  # not a BatchingClient
     got: Delivered = []
     await bus.subscribe_batched(f"md.{unique}.*", _collector(got))
-    await bus.nc.flush()
+    await settled(bus.nc)
     publisher = await nats.connect(nats_url)
     await publisher.publish(f"md.{unique}.trades", b"1")
     await publisher.publish(f"md.{unique}.depth", b"2", headers={"traceparent": "t"})
-    await publisher.flush()
+    await settled(publisher)
     try:
         await eventually(lambda: len(got) == 2)
     finally:

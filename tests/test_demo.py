@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from schemas.wire import decode_trade
+from services.common.bus import settled
 from services.connector_feed.events import Trade
 from services.connector_feed.stub import StubbedConnector, StubSettings
 from services.strategy_engine.settings import StrategySettings
@@ -56,7 +57,7 @@ async def test_hftfeed_up_with_defaults_shows_signals_within_10_s(
         signals.append(msg)
 
     await nc.subscribe(f"signals.*.{unique}", cb=on_signal)
-    await nc.flush()
+    await settled(nc)
     started = time.monotonic()
     up = subprocess.Popen(  # noqa: ASYNC220  (a plain child process, observed from outside)
         [sys.executable, "-m", "services.cli", "up", "--log-dir", str(tmp_path / "logs")],

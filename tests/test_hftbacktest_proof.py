@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from schemas import subjects
 from services.cli.record_npz import RecordNpzSettings, run_record_npz
 from services.common.book import OrderBook
+from services.common.bus import settled
 from services.connector_feed.events import Depth, Event, Trade
 from services.connector_feed.hftbacktest import format as hbt_format
 from services.connector_feed.hftbacktest.decode import HbtConverter
@@ -147,7 +148,7 @@ async def test_record_npz_files_backtest_to_the_book_and_trades_we_published(
     for event in events:
         subject = subjects.trades(unique) if isinstance(event, Trade) else subjects.depth(unique)
         await nc.publish(subject, event.wire())
-    await nc.flush()
+    await settled(nc)
     await eventually(lambda: sum(len(np.load(p)) for p in folder.glob("*/.parts/*/*.npy")) > 0, 10)
     await asyncio.sleep(0.5)
     stop.set()

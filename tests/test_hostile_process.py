@@ -26,6 +26,7 @@ from nats.aio.client import Client
 
 from schemas import DepthUpdate, TradeTick, subjects
 from services.common.book import OrderBook, price_key
+from services.common.bus import settled
 from tests.fake_binance import FakeBinance, book_scenario, spot_trade
 from tests.helpers import collect, eventually
 from tests.hostile import hostile_frames, hostile_messages
@@ -126,7 +127,7 @@ async def test_hostile_input_costs_no_process_no_connection_and_no_valid_event(
                     await nc.publish(
                         subjects.trades(symbol) if kind == "trade" else subjects.depth(symbol), payload
                     )
-                await nc.flush()
+                await settled(nc)
                 for i in range(5):
                     await venue.send(
                         trades_stream,

@@ -15,6 +15,7 @@ from nats.aio.client import Client
 
 from schemas import subjects
 from services.cli.record_npz import RecordNpzSettings, run_record_npz
+from services.common.bus import settled
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.hftbacktest.format import (
     BUY_EVENT,
@@ -49,7 +50,7 @@ async def test_record_npz_writes_what_was_published_on_the_bus(
     await nc.publish(subjects.depth(unique), published[0])
     for payload in published[1:]:
         await nc.publish(subjects.trades(unique), payload)
-    await nc.flush()
+    await settled(nc)
     await eventually(lambda: any(tmp_path.glob(f"stub/.parts/{unique}_*/*.npy")))
     stop.set()
 
@@ -80,7 +81,7 @@ async def test_the_stub_feed_records_into_hftbacktest_files(
 
     async with running_stream(stub, nats_url, [unique], ReconnectPolicy()):
         await eventually(lambda: len(trades_seen) >= 60 and len(depth_seen) >= 10)
-    await nc.flush()
+    await settled(nc)
     await asyncio.sleep(0.3)
     stop.set()
     assert await asyncio.wait_for(task, 30) == 0
@@ -148,7 +149,7 @@ async def test_sigterm_mid_stream_leaves_complete_files(
             sent += 1
             await nc.publish(subjects.trades(unique), trade(unique, sent, "1.5", "2", "buy", T0 + sent))
             if sent % 50 == 0:
-                await nc.flush()
+                await settled(nc)
                 await asyncio.sleep(0.01)
 
     await publish_until(lambda: sent >= 300)
@@ -170,7 +171,7 @@ async def test_a_killed_recorder_loses_at_most_the_last_flush(
     await _started(process)
     for i in range(1, 201):
         await nc.publish(subjects.trades(unique), trade(unique, i, "3", "1", "sell", T0 + i))
-    await nc.flush()
+    await settled(nc)
 
     def chunked() -> int:
         return sum(len(np.load(p)) for p in tmp_path.glob(f"stub/.parts/{unique}_*/*.npy"))

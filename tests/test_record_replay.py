@@ -14,6 +14,7 @@ from pathlib import Path
 from nats.aio.client import Client
 
 from schemas import DepthUpdate, TradeTick, subjects
+from services.common.bus import settled
 from services.common.reconnect import ReconnectPolicy
 from services.connector_feed.binance.connector import BinanceConnector
 from services.connector_feed.binance.replay import ReplayConnector, ReplaySettings
@@ -59,7 +60,7 @@ async def test_a_replay_publishes_exactly_what_the_live_feed_published(
             )
     recordings = sorted((tmp_path / "binance").iterdir())
     replay_settings = ReplaySettings(replay_path=tmp_path / "binance", replay_speed=0)
-    await nc.flush()
+    await settled(nc)
     live_trade_bytes, live_depth_bytes = [m.data for m in live_trades], [m.data for m in live_depth]
     live_trades.clear()
     live_depth.clear()

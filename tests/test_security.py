@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from pydantic import SecretStr
 
 from schemas import subjects
-from services.common.bus import Bus, BusConnectError
+from services.common.bus import Bus, BusConnectError, settled
 from services.common.health import Condition, HealthService
 from services.common.natsauth import NatsSecurity
 from services.common.pki import ensure_pki
@@ -47,9 +47,9 @@ async def test_only_the_feed_can_publish_market_data(buses: dict[str, Bus], uniq
     for name, bus in buses.items():
         for subject in market_data:
             await bus.publish(subject, name.encode())
-        await bus.nc.flush()
+        await settled(bus.nc)
     await eventually(lambda: all(buses[n].stats.permission_violations == 3 for n in (*CONSUMERS, "reader")))
-    await buses["reader"].nc.flush()  # everything the server routed to the reader has arrived
+    await settled(buses["reader"].nc)  # everything the server routed to the reader has arrived
     await eventually(lambda: len(received) >= len(market_data))  # ... and reached its callback
 
     assert sorted((m.subject, m.data) for m in received) == sorted(
@@ -89,13 +89,13 @@ async def test_each_identity_publishes_only_its_own_subjects(buses: dict[str, Bu
         await buses[name].publish(pattern.format(u=unique), name.encode())
         refused[name] += 0 if allowed else 1
     for bus in buses.values():
-        await bus.nc.flush()
+        await settled(bus.nc)
     await eventually(
         lambda: all(
             bus.stats.permission_violations - violations_before[n] == refused[n] for n, bus in buses.items()
         )
     )
-    await reader.nc.flush()
+    await settled(reader.nc)
     await eventually(lambda: signals and paper)  # delivery to another connection is not ordered by a flush
 
     assert [(m.subject, m.data) for m in signals] == [(f"signals.vwap.{unique}", b"strategy_engine")]
@@ -219,7 +219,7 @@ async def test_requests_and_replies_stay_between_requester_and_responder(
         await msg.respond(b"book")
 
     await feed.subscribe(book_subject, answer, queue="connector_feed")
-    await feed.nc.flush()
+    await settled(feed.nc)
     seen_by_strategy = await collect(strategy.nc, "md.>")
     await strategy.subscribe(book_subject, answer, queue="connector_feed")  # steal the requests? refused
     await eventually(lambda: strategy.stats.permission_violations == 1)
@@ -234,7 +234,7 @@ async def test_requests_and_replies_stay_between_requester_and_responder(
         await eventually(lambda: wrong_inbox.stats.permission_violations == 1)
     finally:
         await wrong_inbox.drain()
-    await strategy.nc.flush()
+    await settled(strategy.nc)
 
     assert replies == [b"book"] * 4
     assert [m.subject for m in seen_by_strategy] == []  # md.> without md.*.book: requests are not data
@@ -251,7 +251,7 @@ async def test_every_identity_may_ask_the_feed_for_its_states_and_none_reads_the
         await msg.respond(unique.encode())
 
     await feed.subscribe(subjects.FEED_STATUS, answer, queue=f"connector_feed.{unique}")
-    await feed.nc.flush()
+    await settled(feed.nc)
     seen = {name: await collect(buses[name].nc, "md.>") for name in ("strategy_engine", "context", "reader")}
     await buses["strategy_engine"].subscribe(subjects.FEED_STATUS, answer)  # take the requests? refused
     await eventually(lambda: buses["strategy_engine"].stats.permission_violations == 1)
@@ -261,7 +261,7 @@ async def test_every_identity_may_ask_the_feed_for_its_states_and_none_reads_the
         for name in ("strategy_engine", "context", "reader")
     }
     for name in seen:
-        await buses[name].nc.flush()
+        await settled(buses[name].nc)
 
     assert replies == dict.fromkeys(replies, unique.encode())
     assert answered == [subjects.FEED_STATUS] * 3

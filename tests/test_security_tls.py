@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from schemas import ContextSnapshot, subjects
-from services.common.bus import Bus, BusConnectError
+from services.common.bus import Bus, BusConnectError, settled
 from services.common.natsauth import NatsSecurity
 from services.common.natsserver import ACCOUNTS_CONFIG, free_port, host_port, is_listening
 from services.common.pki import ensure_pki
@@ -102,8 +102,8 @@ async def test_an_importing_account_reads_market_data_and_cannot_publish_into_it
             await trader.publish(subjects.trades(unique), b"forged")
             await eventually(lambda: trader.stats.permission_violations == 1)
             await eventually(lambda: len(trading_seen) >= 1 and len(market_seen) >= 1)
-            await reader.nc.flush()
-            await trader.nc.flush()
+            await settled(reader.nc)
+            await settled(trader.nc)
         finally:
             for bus in (feed, reader, trader):
                 await bus.drain()
@@ -155,7 +155,7 @@ async def test_hftfeed_up_secure_runs_the_stack_over_mutual_tls_with_one_identit
         await eventually(
             lambda: all(forged[n].stats.permission_violations == 1 for n in ("strategy_engine", "context"))
         )
-        await reader.nc.flush()
+        await settled(reader.nc)
         health = {
             name: orjson.loads((await reader.request(subjects.health(name), timeout_s=2)).data)
             for name in SERVICES

@@ -21,6 +21,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from schemas import subjects
+from services.common.bus import settled
 from services.common.telemetry import TelemetrySettings, setup_telemetry
 from tests.otlp_receiver import OTLPReceiver
 
@@ -226,7 +227,7 @@ async def _headers_seen(
             done.set()
 
     await nc.subscribe(subjects.trades(symbol), cb=on_msg)
-    await nc.flush()
+    await settled(nc)
     with services(env, ("connector_feed",)):
         await asyncio.wait_for(done.wait(), 20)
     await nc.drain()

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from pydantic import Field
 
 from schemas import subjects
+from services.common.bus import settled
 from services.common.lifecycle import service_main, start_runtime
 from services.common.logging import get_logger
 from services.common.settings import CommonSettings
@@ -54,7 +55,7 @@ async def run_record_npz(settings: RecordNpzSettings, stop: asyncio.Event) -> in
     for symbol in settings.symbols:
         await bus.subscribe(subjects.trades(symbol), on_trade)
         await bus.subscribe(subjects.depth(symbol), on_depth)
-    await bus.nc.flush()
+    await settled(bus.nc)
     log.info("service_started", symbols=settings.symbols, npz_dir=str(settings.npz_dir))
     await stop.wait()
     await bus.drain()  # every message already received reaches the writer's queue

@@ -31,7 +31,7 @@ from services.cli.output import Output
 from services.cli.top_model import Health, counter_rates, percentiles
 from services.cli.top_view import LADDER_LEVELS, render, render_text
 from services.common.book_keeper import BookKeeper
-from services.common.bus import Bus, BusConnectError, Msg
+from services.common.bus import Bus, BusConnectError, Msg, settled
 from services.common.logging import configure_logging
 from services.common.natsauth import NatsSecurity, redact_url
 
@@ -111,7 +111,7 @@ class TopCollector:
             (subjects.ALL_SIGNALS, self._on_signal),
         ):
             await self.bus.subscribe(pattern, handler)
-        await self.bus.nc.flush()
+        await settled(self.bus.nc)
 
     def _instrument(self, subject: str) -> _Instrument | None:
         symbol = subject.split(".")[1]

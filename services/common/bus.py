@@ -219,8 +219,9 @@ class Bus:
         for sub, _, _ in batches:
             with contextlib.suppress(Exception):  # gone already with the connection: nothing to stop
                 await sub.unsubscribe()
-        with contextlib.suppress(Exception):
-            await self.nc.flush(timeout=int(timeout_s))  # everything sent before the UNSUB is here
+        if timeout_s > 0:  # 0: closed or disconnected, nothing more can arrive
+            with contextlib.suppress(Exception):
+                await settled(self.nc, timeout_s=max(1, int(timeout_s)))  # all sent before the UNSUB is here
         for _, batch, _ in batches:
             await batch.drained(timeout_s)
         for sub, _, task in batches:

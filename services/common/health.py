@@ -22,7 +22,7 @@ from opentelemetry import trace
 from schemas import subjects
 from services import __version__
 from services.common import messaging
-from services.common.bus import Bus
+from services.common.bus import Bus, settled
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -170,7 +170,7 @@ class HealthService:
                 handler=endpoint.handler,
                 queue_group=endpoint.queue_group,
             )
-        await bus.nc.flush()  # subscribed at the server when this returns: a request now finds us
+        await settled(bus.nc)  # subscribed at the server when this returns: a request now finds us
 
     async def stop(self) -> None:
         if self._service is not None:
