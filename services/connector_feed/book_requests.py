@@ -79,19 +79,8 @@ class BookRequests:
         now = time.time_ns()
         stream = self.stream
         assert last is not None
-        return Depth(
-            stream.connector.exchange,
-            symbol,
-            bids,
-            asks,
-            True,
-            None,
-            last,
-            None,
-            now,
-            now,
-            seq,
-            stream.feed_run,
+        return Depth.whole_book(
+            stream.connector.exchange, symbol, bids, asks, last, now, now, seq, stream.feed_run
         )
 
     async def _error(self, request: Request, code: str, message: str) -> None:

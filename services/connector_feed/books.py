@@ -54,15 +54,12 @@ class FeedBooks:
             return base
         book = self._books[symbol]
         assert book.last_update_id is not None
-        return Depth(
+        return Depth.whole_book(
             latest.exchange,
             symbol,
             book.bids(),
             book.asks(),
-            True,
-            None,
             book.last_update_id,
-            None,
             latest.ts_event,
             latest.ts_recv,
         )

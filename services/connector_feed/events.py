@@ -112,6 +112,24 @@ class Depth:
             }
         )
 
+    @classmethod
+    def whole_book(
+        cls,
+        exchange: str,
+        symbol: str,
+        bids: Sequence[WireLevel],
+        asks: Sequence[WireLevel],
+        last_update_id: int,
+        ts_event: int,
+        ts_recv: int,
+        seq: int | None = None,
+        feed_run: str | None = None,
+    ) -> Depth:
+        """A book as it stands, as a snapshot (no first/previous update ids)."""
+        return cls(
+            exchange, symbol, bids, asks, True, None, last_update_id, None, ts_event, ts_recv, seq, feed_run
+        )
+
     def to_contract(self) -> DepthUpdate:
         return DepthUpdate.model_validate_json(self.wire())
 

@@ -82,18 +82,7 @@ class StreamViews:
         if not source.synced or last is None:
             return None
         now = time.time_ns()
-        return Depth(
-            self.connector.exchange,
-            symbol,
-            book.bids(),
-            book.asks(),
-            True,
-            None,
-            last,
-            None,
-            now,
-            now,
-        )
+        return Depth.whole_book(self.connector.exchange, symbol, book.bids(), book.asks(), last, now, now)
 
     # ---- health ------------------------------------------------------------------------------
 
