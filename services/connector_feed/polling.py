@@ -116,15 +116,7 @@ class PollingConnector(NativeConnector):
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # connector supervisor boundary: transient
-                self.connection_errors += 1
-                self._last_error = describe_connect_error(error)
-                log.warning(
-                    "connector_connection_error",
-                    connector=self.label,
-                    cause=self._last_error,
-                    error=repr(error),
-                    attempt=self.reconnector.attempts + 1,
-                )
+                self._connection_failed(error, attempt=self.reconnector.attempts + 1)
                 await self._disconnect()
                 if self._announced != "reconnecting" and not self._own_states:
                     await self._announce(sink, "reconnecting", f"cannot connect: {self._last_error}")
@@ -140,6 +132,18 @@ class PollingConnector(NativeConnector):
                 await self._announce(sink, "live", "reconnected")
             return
 
+    def _connection_failed(self, error: Exception, **context: int) -> None:
+        """A connect or read error: counted, kept as the cause health shows, logged."""
+        self.connection_errors += 1
+        self._last_error = describe_connect_error(error)
+        log.warning(
+            "connector_connection_error",
+            connector=self.label,
+            cause=self._last_error,
+            error=repr(error),
+            **context,
+        )
+
     async def _read(self, sink: FeedSink) -> None:
         connector, deliver = self.wrapped, sink.deliver
         since_check = 0
@@ -154,14 +158,7 @@ class PollingConnector(NativeConnector):
                 await self._announce(sink, "down", str(error))
                 raise
             except Exception as error:
-                self.connection_errors += 1
-                self._last_error = describe_connect_error(error)
-                log.warning(
-                    "connector_connection_error",
-                    connector=self.label,
-                    cause=self._last_error,
-                    error=repr(error),
-                )
+                self._connection_failed(error)
                 break
             if event is None:
                 if not await connector.is_connected():
