@@ -69,6 +69,7 @@ async def test_a_burst_many_times_the_queue_is_published_whole_in_order(
     assert report["dropped"]["trades"] == report["dropped"]["depth"] == 0 and report["status"] == "ok"
     assert pauses > 0  # the socket was paused while the feed was full: the kernel held the burst
     assert report["connector"]["connector_health"]["fast_path_misses"] == 0  # every trade took it
+    assert report["connector"]["connector_health"]["fast_path_depth_misses"] == 0  # every diff too
 
 
 def _depth(symbol: str, last: int, bids: list[tuple[str, str]], snapshot: bool = False) -> Depth:

@@ -1,5 +1,5 @@
-"""The trade frame's fast path changes the cost, never the answer: on any frame, a parser with it
-and a parser without it return the same trade or refuse with the same reason."""
+"""The fast paths (trades, depth diffs) change the cost, never the answer: on any frame, a parser
+with them and a parser without them return the same event or refuse with the same reason."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.connector_feed.binance.dedupe import TradeDedupe
-from services.connector_feed.binance.parse import BinanceParser, MalformedFrame
-from services.connector_feed.events import Trade
-from tests.test_properties import hostile_decimals, json_values, positive_decimals
+from services.connector_feed.binance.parse import BinanceParser, DepthDiff, MalformedFrame
+from services.connector_feed.events import Depth, Trade
+from tests.test_properties import hostile_decimals, json_values, plain_decimals, positive_decimals
 
 RECV = 1_770_000_000_000_000_000
 VENUES = ["BTCUSDT", "ETHUSDT"]
@@ -26,11 +26,42 @@ class _NoFastPath:
         return None
 
 
-def _outcome(parser: BinanceParser, frame: str | bytes) -> tuple[str, Any]:
+def _outcome(parser: BinanceParser, frame: str | bytes | memoryview) -> tuple[str, Any]:
     try:
-        return "ok", parser.parse(frame, RECV)
+        parsed = parser.parse(frame, RECV)
     except MalformedFrame as error:
         return "refused", error.reason
+    if type(parsed) is DepthDiff:  # the fast path's levels are tuples, the full parser's lists
+        return "ok", _as_published(parsed)
+    return "ok", parsed
+
+
+def _as_published(diff: DepthDiff) -> tuple[Any, ...]:
+    """The diff with its levels as lists, and the bytes a DepthUpdate of it puts on the wire."""
+    bids, asks = [list(level) for level in diff.bids], [list(level) for level in diff.asks]
+    depth = Depth(
+        "binance",
+        diff.symbol,
+        diff.bids,
+        diff.asks,
+        False,
+        diff.first_update_id,
+        diff.last_update_id,
+        diff.prev_last_update_id,
+        diff.ts_event,
+        diff.ts_recv,
+    )
+    return (
+        diff.symbol,
+        diff.first_update_id,
+        diff.last_update_id,
+        diff.prev_last_update_id,
+        bids,
+        asks,
+        diff.ts_event,
+        diff.ts_recv,
+        depth.wire(),
+    )
 
 
 def _trade_payload(kind: str, market: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -110,6 +141,124 @@ def test_the_fast_path_answers_exactly_as_the_full_parser(
         full.fast = _NoFastPath()  # type: ignore[assignment]
 
         assert _outcome(fast, frame) == _outcome(full, frame)
+
+
+level_values = st.one_of(
+    positive_decimals, positive_decimals, st.just("0"), st.just("0.00000000"), hostile_decimals, json_values
+)
+
+
+@st.composite
+def depth_frames(draw: st.DrawFn, market: str) -> str | bytes | memoryview:
+    """A documented depth diff, sometimes bent: a level value of any kind, a field set to anything,
+    dropped or added, a repeated key, spacing, a partial-book stream, a tail after the braces."""
+    level = st.lists(
+        st.one_of(st.tuples(positive_decimals, plain_decimals), st.tuples(level_values, level_values)),
+        max_size=4,
+    )
+    first = draw(st.integers(0, 2**40))
+    data: dict[str, Any] = {
+        "e": "depthUpdate",
+        "E": draw(st.integers(0, 2**45)),
+        "s": draw(st.sampled_from([*VENUES, "XRPUSDT", "btcusdt"])),
+        "U": first,
+        "u": first + draw(st.integers(-1, 50)),
+    }
+    if market == "usdm":
+        data |= {"T": draw(st.integers(0, 2**45)), "pu": draw(st.integers(0, 2**40))}
+    data |= {"b": draw(level), "a": draw(level)}
+    for _ in range(draw(st.integers(0, 2))):
+        action = draw(st.sampled_from(["set", "drop", "add", "none", "none"]))
+        key = draw(st.sampled_from(sorted(data)))
+        if action == "set":
+            data[key] = draw(odd_values)
+        elif action == "drop":
+            data.pop(key)
+        elif action == "add":
+            data[draw(st.sampled_from(["Z", "T", "pu", "p", "ee"]))] = draw(odd_values)
+    stream = draw(st.sampled_from(["btcusdt@depth@100ms", "btcusdt@depth", "btcusdt@depth5@100ms"]))
+    text = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
+    twist = draw(
+        st.sampled_from(["none", "none", "none", "dup_b", "dup_a", "dup_data", "space", "tail", "cut"])
+    )
+    if twist == "dup_b":  # a second "b" before the real one: the last one counts (for both paths)
+        text = text.replace('"data":{', f'"data":{{"b":{json.dumps(draw(level))},', 1)
+    elif twist == "dup_a":
+        text = text.replace('"data":{', f'"data":{{"a":{json.dumps(draw(level))},', 1)
+    elif twist == "dup_data":
+        text = text.replace('{"stream":', '{"data":{"e":"depthUpdate","b":[["1","1"]]},"stream":', 1)
+    elif twist == "space":
+        text = text.replace(",", ", ", draw(st.integers(1, 3)))
+    elif twist == "tail":
+        text += draw(st.sampled_from([" ", "\n", "}", ',"b":[["1","1"]]}']))
+    elif twist == "cut":
+        text = text[: draw(st.integers(0, len(text)))]
+    kind = draw(st.sampled_from(["str", "bytes", "memoryview"]))
+    return text if kind == "str" else text.encode() if kind == "bytes" else memoryview(text.encode())
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+@given(data=st.data())
+def test_the_depth_fast_path_answers_exactly_as_the_full_parser(market: Any, data: st.DataObject) -> None:
+    frame = data.draw(depth_frames(market))
+    for symbols in (VENUES, None):
+        fast = BinanceParser(market, None, symbols)
+        full = BinanceParser(market, None, symbols)
+        full.fast_depth = _NoFastPath()  # type: ignore[assignment]
+        if symbols is None:  # a parser without a list learns symbols as it meets them: teach both
+            for parser in (fast, full):
+                parser.parse(
+                    json.dumps({"stream": "btcusdt@depth", "data": {**_DOCUMENTED_DIFF, "s": "BTCUSDT"}}),
+                    RECV,
+                )
+
+        assert _outcome(fast, frame) == _outcome(full, frame)
+
+
+_DOCUMENTED_DIFF: dict[str, Any] = {
+    "e": "depthUpdate",
+    "E": 1_770_000_000_123,
+    "s": "BTCUSDT",
+    "U": 157,
+    "u": 160,
+    "b": [["0.0024", "10"], ["0.0023", "0"]],
+    "a": [["0.0026", "100.50000000"]],
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "fast"),
+    [
+        ({}, True),
+        ({"b": [], "a": []}, True),
+        ({"b": [["0", "1"]]}, False),  # a zero price: refused, by the full parser
+        ({"b": [["0.000", "1"]]}, False),
+        ({"a": [["1e3", "1"]]}, False),
+        ({"a": [["01.5", "1"]]}, False),
+        ({"a": [["1." + "0" * 40, "1"]]}, False),  # over 40 characters (msgspec's bound)
+        ({"a": [["1", "-1"]]}, False),
+        ({"U": 161}, False),  # U > u
+        ({"extra": 1}, False),  # a field Binance might add one day: the long way, same answer
+    ],
+)
+def test_the_depth_fast_path_takes_the_documented_diffs_and_leaves_the_rest(
+    change: dict[str, Any], fast: bool
+) -> None:
+    """Direct cases beside the property: what the fast path takes, and that what it leaves is
+    answered the same by the full parser."""
+    frame = json.dumps(
+        {"stream": "btcusdt@depth@100ms", "data": {**_DOCUMENTED_DIFF, **change}}, separators=(",", ":")
+    )
+    parser = BinanceParser("spot", None, VENUES)
+    taken = parser.fast_depth.parse(frame.encode(), RECV)
+    full = BinanceParser("spot", None, VENUES)
+    full.fast_depth = _NoFastPath()  # type: ignore[assignment]
+
+    assert (taken is not None) == fast
+    assert _outcome(parser, frame) == _outcome(full, frame)
+    assert parser.fast_depth.misses == (0 if fast or _outcome(full, frame)[0] == "refused" else 1)
+    if fast:
+        assert isinstance(taken, DepthDiff) and taken.ts_event == _DOCUMENTED_DIFF["E"] * 1_000_000
 
 
 def test_the_fast_path_takes_the_documented_frames_and_counts_what_it_leaves() -> None:

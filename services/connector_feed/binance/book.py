@@ -140,15 +140,17 @@ class LocalBook:
         return diff.first_update_id <= last + 1
 
     def _continue(self, diff: DepthDiff) -> list[Depth]:
-        last = self.book.last_update_id or 0
+        book = self.book
+        last = book.last_update_id or 0
         if diff.last_update_id <= last:  # old (or repeated) news: "if u < local update id, ignore"
             self.stats.stale_dropped += 1
             return []
-        if not self._continues(diff):
+        # _continues, inline (the hot path: once per diff)
+        if (diff.prev_last_update_id != last) if self.futures else (diff.first_update_id > last + 1):
             self._restart(gap=True)
             self.buffer.append(diff)  # the event after the gap is the first of the new buffer
             return []
-        self.book.apply(diff.bids, diff.asks, diff.last_update_id)
+        book.apply(diff.bids, diff.asks, diff.last_update_id)
         return [
             Depth(
                 self.exchange,

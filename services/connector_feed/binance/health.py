@@ -42,9 +42,10 @@ def health(
         "half_open": supervisor.half_open,
         "resubscribes": supervisor.resubscribes,
         "stale_repairs": watch.repairs,
-        # Trades of the connection's own stream the typed fast path left to the full parser: ~0
-        # unless Binance changed the frame (a new field), which costs speed, never correctness.
+        # Trades of the connection's own stream, and depth diffs, the typed fast paths left to the
+        # full parser: ~0 unless Binance changed the frame (a new field): speed, never correctness.
         "fast_path_misses": decoder.parser.fast.misses,
+        "fast_path_depth_misses": decoder.parser.fast_depth.misses,
         **decoder.health(),
         "rest": syncer.health(),
         "recorder": None if tap is None else tap.health(),

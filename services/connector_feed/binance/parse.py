@@ -35,7 +35,7 @@ from services.connector_feed.binance.parse_depth import (
     parse_rest_snapshot,
     parse_spot_partial,
 )
-from services.connector_feed.binance.parse_fast import PRICE_AND_QTY, FastTrades
+from services.connector_feed.binance.parse_fast import PRICE_AND_QTY, FastDepth, FastTrades
 from services.connector_feed.events import Trade
 
 __all__ = [  # the depth types and functions live in parse_depth; importable from here as well
@@ -115,6 +115,7 @@ class BinanceParser:
         self._ids: dict[str, str] = {s: instrument_id(s, market) for s in venue_symbols or ()}
         #: The trade stream's fast path (``parse_fast``): same answers, a fraction of the cost.
         self.fast = FastTrades(self._trade_event, self.exchange, self._ids, self._filter_prints)
+        self.fast_depth = FastDepth(self._ids)  # and the depth diffs' (same answers, same way)
 
     def _symbol(self, venue_symbol: object) -> str:
         if type(venue_symbol) is not str:
@@ -137,13 +138,15 @@ class BinanceParser:
 
     def parse(self, frame: str | bytes | memoryview, ts_recv: int) -> Parsed:
         """The frame as one of our types, or ``MalformedFrame`` - never any other exception."""
-        trade = self.fast.parse(frame, ts_recv)
-        if trade is not None:
-            return trade
+        fast: Parsed | None = self.fast.parse(frame, ts_recv) or self.fast_depth.parse(frame, ts_recv)
+        if fast is not None:
+            return fast
         try:
             parsed = self._parse(frame, ts_recv)
             if type(parsed) is Trade:
                 self.fast.misses += 1  # a trade the fast path did not take (health shows the count)
+            elif type(parsed) is DepthDiff:
+                self.fast_depth.misses += 1  # and a depth diff
             return parsed
         except RuleViolation:
             raise

@@ -22,6 +22,8 @@ import msgspec
 from msgspec import Meta
 
 from schemas import rules
+from schemas.rules import LEVELS_UNBOUNDED_TEXT
+from services.connector_feed.binance.parse_depth import DepthDiff, is_partial_stream
 from services.connector_feed.events import Trade
 
 MS = 1_000_000
@@ -32,6 +34,8 @@ _Decimal = Annotated[str, Meta(max_length=rules.DECIMAL_MAX_LENGTH)]
 #: Longer frames skip the fast path (a trade frame is ~200 bytes, ~400 with every value at its
 #: longest; depth diffs are longer): correct either way, this only saves a failed decode.
 MAX_TRADE_FRAME = 512
+#: Shorter frames are no depth diff (~180 bytes with no level at all): not worth a try.
+MIN_DEPTH_FRAME = 120
 PRICE_AND_QTY = re.compile(rules.POSITIVE_DECIMAL_FAST_TEXT + "," + rules.POSITIVE_DECIMAL_FAST_TEXT)
 
 
@@ -117,3 +121,73 @@ class FastTrades:
             data.T * MS,
             ts_recv,
         )
+
+
+class _DepthDiff(msgspec.Struct, forbid_unknown_fields=True):
+    """``<symbol>@depth[@100ms]``: spot (``e,E,s,U,u,b,a``) and USD-M (adds ``T`` and ``pu``)."""
+
+    e: Literal["depthUpdate"]
+    E: _Ms
+    s: str
+    U: _Id
+    u: _Id
+    b: list[tuple[_Decimal, _Decimal]]  # each value's length is bounded here, in C
+    a: list[tuple[_Decimal, _Decimal]]
+    T: _Ms = 0
+    pu: _Id | None = None
+
+
+class _DepthEnvelope(msgspec.Struct, forbid_unknown_fields=True):
+    stream: str
+    data: _DepthDiff
+
+
+_decode_depth = msgspec.json.Decoder(_DepthEnvelope).decode
+#: The frame's tail as Binance writes it: ``"b":[levels],"a":[levels]}}``, every value a plain
+#: decimal, every price > 0 (``schemas.rules.LEVELS_UNBOUNDED``: the decoder bounds the lengths).
+_MAX_STREAMS = 4096
+_B_KEY = re.compile(rb'"b":\[')
+_TAIL = re.compile(rb'"b":(?:' + LEVELS_UNBOUNDED_TEXT + rb'),"a":(?:' + LEVELS_UNBOUNDED_TEXT + rb")\}\}")
+
+
+class FastDepth:
+    """The fast path for depth diffs in the documented shape: the combined-stream envelope, the
+    documented fields and no other, ids and times in range, compact levels last.
+
+    The levels are checked with one pattern over the frame's tail, from the first ``"b":[`` to the
+    end. That tail can only be the ``b`` and ``a`` members of the frame's last object - ``data``
+    (no string can hold an unescaped quote, and nothing may follow the two closing braces) - and a
+    JSON decoder keeps a repeated key's last value (msgspec does, as orjson does): so the levels
+    checked are exactly the levels decoded. Anything else - a partial book, another event,
+    spacing the venue never sends, a repeated ``b``, a value that breaks a rule - returns None
+    and takes the full parser, which decides and names every refusal: same answers, less cost
+    (``tests/test_properties.py``).
+    """
+
+    def __init__(self, ids: dict[str, str]) -> None:
+        self._ids = ids  # venue symbol -> instrument id (the parser's, shared)
+        self.misses = 0  # diffs the full parser took (``BinanceParser.parse`` counts them)
+        self._diff_streams: dict[str, bool] = {}  # stream name -> a diff stream (not a partial book)
+
+    def parse(self, frame: str | bytes | memoryview, ts_recv: int) -> DepthDiff | None:
+        if len(frame) < MIN_DEPTH_FRAME:
+            return None
+        try:
+            envelope = _decode_depth(frame)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return None
+        data = envelope.data
+        symbol = self._ids.get(data.s)
+        stream = envelope.stream
+        diff_stream = self._diff_streams.get(stream)
+        if diff_stream is None:  # a connection carries a few streams: remember, within a bound
+            diff_stream = not is_partial_stream(stream)
+            if len(self._diff_streams) < _MAX_STREAMS:
+                self._diff_streams[stream] = diff_stream
+        if symbol is None or data.u < data.U or not diff_stream:
+            return None  # an unknown symbol, ids out of order, a futures partial book: the full parser's
+        raw = frame.encode() if isinstance(frame, str) else frame
+        tail = _B_KEY.search(raw)
+        if tail is None or _TAIL.fullmatch(raw, tail.start()) is None:
+            return None
+        return DepthDiff(symbol, data.U, data.u, data.pu, data.b, data.a, (data.T or data.E) * MS, ts_recv)
