@@ -122,7 +122,7 @@ def test_rates_are_per_symbol_and_respected() -> None:
     assert {t.symbol for t in trades} == {"BTCUSDT", "ETHUSDT"}
 
 
-async def test_a_throttled_stub_wakes_when_data_is_due_and_hands_over_batches() -> None:
+async def test_a_throttled_stub_wakes_when_data_is_due_and_hands_over_each_event() -> None:
     stub = StubbedConnector(_settings(stub_trades_per_s=50, stub_depth_per_s=0.001, symbols="BTCUSDT"))
     sink = Sink()
 
@@ -136,3 +136,22 @@ async def test_a_throttled_stub_wakes_when_data_is_due_and_hands_over_batches() 
     delivered = [e for batch in sink.batches for e in batch]
     assert abs(len(delivered) - 50 * elapsed) <= 3  # ~50 trades a second, no more, no less
     assert stub.health()["event_counter"] == len(delivered)
+    assert all(len(batch) == 1 for batch in sink.batches)  # paced: one message, one event
+
+
+async def test_a_fast_paced_stub_stamps_each_event_when_it_makes_it() -> None:
+    """At 20k events/s a wake-up (1-2 ms apart) finds dozens due: each is still made, stamped and
+    handed over on its own, so none waits, stamped, for the making of the others."""
+    stub = StubbedConnector(_settings(stub_trades_per_s=10_000, stub_depth_per_s=10_000, symbols="BTCUSDT"))
+    sink = Sink()
+
+    task = asyncio.create_task(stub.run(sink))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    stamps = [e.ts_recv for batch in sink.batches for e in batch if isinstance(e, Trade | Depth)]
+    assert len(stamps) > 1000 and all(len(batch) == 1 for batch in sink.batches)
+    assert stamps == sorted(stamps)
+    wakes = 0.3 / 0.001  # at most one wake-up a millisecond (MIN_SLEEP_S)
+    assert len(set(stamps)) > 3 * wakes  # stamped one by one, not one stamp a wake-up

@@ -6,7 +6,8 @@ swing is what makes the demo show something: the default ``vwap`` strategy (10 b
 VWAP) signals within a few seconds of ``hftfeed up``; ``STUB_SWING_BPS=0`` leaves the plain walk.
 
 A native connector: it wakes when the next event is due (STUB_TRADES_PER_S / STUB_DEPTH_PER_S per
-symbol; 0 = as fast as the feed publishes) and hands over every due event in one batch. The values
+symbol; 0 = as fast as the feed publishes). Paced, it hands each due event over on its own, stamped
+when made, as a venue's messages arrive; unthrottled, every due event in one batch. The values
 are deterministic for a given STUB_SEED (timestamps are the wall clock), whatever the timing: the
 swing follows the trade count, not the clock.
 """
@@ -183,6 +184,7 @@ class StubbedConnector(NativeConnector):
         self.trades_sent = 0
         self.depth_sent = 0
         self.event_counter = 0
+        self._trade_turn = True  # due_one: trades and depth in turn, as in due()
 
     def instruments(self) -> list[str]:
         return [lane.symbol for lane in self._lanes]
@@ -208,13 +210,43 @@ class StubbedConnector(NativeConnector):
         self._connected = True
         log.info("connector_connected", connector="stub", symbols=self.instruments(), exchange=EXCHANGE)
         started = time.monotonic()
+        paced = self._trade_rate > 0 and self._depth_rate > 0
         while True:
             elapsed = time.monotonic() - started
-            batch = self.due(elapsed, time.time_ns())
-            if batch:
-                await sink.deliver(batch)
-            else:
+            if paced:  # a venue's pace: each event made, stamped and handed over on its own
+                handed = 0
+                while handed < BATCH and (event := self.due_one(elapsed)) is not None:
+                    await sink.deliver((event,))
+                    handed += 1
+            else:  # as fast as the feed publishes: whole batches
+                batch = self.due(elapsed, time.time_ns())
+                if batch:
+                    await sink.deliver(batch)
+                handed = len(batch)
+            if not handed:
                 await asyncio.sleep(max(self._next_due(elapsed) - elapsed, MIN_SLEEP_S))
+
+    def due_one(self, elapsed: float) -> Delivered | None:
+        """The next event due by ``elapsed`` seconds, stamped now (``ts_recv``, as a connector stamps
+        a message when it reads it), or None. Paced stubs hand events over one at a time: at 10k
+        events/s a wake-up finds ~15 due, and stamping them all before making the first made every
+        event wait for the making and accepting of the others (``bench/latency.py``)."""
+        lanes = len(self._lanes)
+        trades_due = _count_due(self._trade_rate, elapsed, lanes) - self.trades_sent
+        depth_due = _count_due(self._depth_rate, elapsed, lanes) - self.depth_sent
+        event: Delivered
+        if trades_due > 0 and (self._trade_turn or depth_due <= 0):
+            self._trade_turn = False
+            event = self._lanes[self.trades_sent % lanes].trade(time.time_ns())
+            self.trades_sent += 1
+        elif depth_due > 0:
+            self._trade_turn = True
+            event = self._lanes[self.depth_sent % lanes].depth(time.time_ns())
+            self.depth_sent += 1
+        else:
+            return None
+        self.event_counter += 1
+        return event
 
     def due(self, elapsed: float, now_ns: int) -> list[Delivered]:
         """Every event due by ``elapsed`` seconds (at most BATCH), each kind in turn per symbol."""

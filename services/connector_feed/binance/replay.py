@@ -41,9 +41,8 @@ log = get_logger("replay")
 MARKET_OF = {exchange: market for market, exchange in EXCHANGE.items()}
 #: Lines decoded per step at most before their events are delivered together.
 LINES_PER_STEP = 256
-#: Compressed bytes read at a time (~1 MB of lines, ~2,000 frames: small enough that progress,
-#: measured on the compressed file, moves).
-READ_BUFFER = 1 << 18
+#: Compressed bytes read at a time (~0.5 MB of lines, ~1,000 frames).
+READ_BUFFER = 1 << 16
 _GZIP_WBITS = zlib.MAX_WBITS | 16  # a gzip header and trailer (CRC and length checked by zlib)
 _SNAPSHOT_PREFIX = b'{"lastUpdateId"'
 
@@ -75,6 +74,24 @@ def recordings(path: Path) -> list[Path]:
     return files
 
 
+class _Position:
+    """How far into its compressed file a reader is, for progress: the compressed span of the
+    chunk being decoded, shared out over its lines (a chunk is read ahead of its lines)."""
+
+    __slots__ = ("count", "end", "first", "line", "start")
+
+    def __init__(self) -> None:
+        self.start = self.end = self.first = self.line = 0
+        self.count = 1
+
+    def chunk(self, lines_before: int, count: int, start: int, end: int) -> None:
+        self.first, self.count, self.start, self.end = lines_before, max(count, 1), start, end
+
+    def compressed_bytes(self) -> float:
+        done = min(max(self.line - self.first, 0), self.count) / self.count
+        return self.start + (self.end - self.start) * done
+
+
 class Inflater:
     """A gzip file (one member or several, as the recorder appends on a restart) -> its lines, a
     chunk at a time. Truncated or corrupt data raises as ``gzip`` would (``EOFError``,
@@ -86,12 +103,17 @@ class Inflater:
         self._inflate = zlib.decompressobj(_GZIP_WBITS)
         self._member_started = False  # bytes of the current member were read (an EOF is a truncation)
         self._tail = b""  # the last, unfinished line of the chunk before
+        #: Compressed bytes read before and after the last chunk of lines returned (for progress).
+        self.consumed_before = self.consumed = 0
+        self._read = 0
 
     def lines(self) -> list[bytes] | None:
         """The next whole lines (at least one), or None at the end of the file."""
+        self.consumed_before = self.consumed
         while True:
             data = self._next_bytes()
             if data is None:
+                self.consumed = self._read
                 if self._tail:  # a last line without its newline
                     tail, self._tail = self._tail, b""
                     return [tail]
@@ -99,6 +121,7 @@ class Inflater:
             lines = (self._tail + data).split(b"\n")
             self._tail = lines.pop()
             if lines:
+                self.consumed = self._read
                 return lines
 
     def _next_bytes(self) -> bytes | None:
@@ -108,6 +131,7 @@ class Inflater:
             rest = inflate.unused_data
             if not rest.strip(b"\0"):
                 rest = self._file.read(self._chunk)
+                self._read += len(rest)
                 if not rest.strip(b"\0"):  # trailing zeros are padding, as gzip takes them
                     return None
             if not rest.startswith(b"\x1f\x8b"):
@@ -115,6 +139,7 @@ class Inflater:
             inflate = self._inflate = zlib.decompressobj(_GZIP_WBITS)
             return inflate.decompress(rest)
         compressed = self._file.read(self._chunk)
+        self._read += len(compressed)
         if not compressed:
             if self._member_started:
                 raise EOFError("Compressed file ended before the end-of-stream marker was reached")
@@ -134,7 +159,7 @@ class ReplayConnector(NativeConnector):
         self.progress_every_s = settings.replay_progress_s
         self.total_bytes = sum(f.stat().st_size for f in self.files)
         self._done_bytes = 0  # of the files read to the end
-        self._reading: dict[int, IO[bytes]] = {}  # the compressed files being read, by index
+        self._reading: dict[int, _Position] = {}  # the files being read, by index
         markets = {MARKET_OF.get(f.parent.name) for f in self.files}
         if None in markets or len(markets) != 1:
             found = [str(f) for f in self.files[:3]]
@@ -258,8 +283,8 @@ class ReplayConnector(NativeConnector):
         number = 0
         try:
             with path.open("rb") as compressed, ThreadPoolExecutor(1, f"replay-inflate-{index}") as inflating:
-                self._reading[index] = compressed
                 inflater = Inflater(compressed)
+                at = self._reading[index] = _Position()
                 # The next chunk inflates in a worker thread while this one is decoded: zlib lets go
                 # of the GIL while it inflates, so on a second core reading costs the decoder ~nothing.
                 ahead = inflating.submit(inflater.lines)
@@ -267,9 +292,11 @@ class ReplayConnector(NativeConnector):
                     chunk = ahead.result()
                     if chunk is None:
                         break
+                    at.chunk(number, len(chunk), inflater.consumed_before, inflater.consumed)
                     ahead = inflating.submit(inflater.lines)
                     for raw in chunk:
                         number += 1
+                        at.line = number
                         stamp, _, text = raw.partition(b" ")
                         if not stamp.isdigit() or not text:
                             raise ValueError(f"line {number} is not '<recv_ts_ns> <text>'")
@@ -293,7 +320,7 @@ class ReplayConnector(NativeConnector):
         position = (
             None if self.position_ns is None else datetime.fromtimestamp(self.position_ns / 1e9, tz=UTC)
         )
-        read = self._done_bytes + sum(f.tell() for f in self._reading.values() if not f.closed)
+        read = self._done_bytes + sum(at.compressed_bytes() for at in self._reading.values())
         return {
             "lines": self.lines,
             "percent": 100.0 if self.finished else round(100 * min(read / max(self.total_bytes, 1), 1.0), 1),
