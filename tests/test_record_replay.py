@@ -188,3 +188,38 @@ async def test_replay_keeps_the_recorded_pace(nats_url: str, nc: Client, unique:
         start_ns + 300_000_000,
         start_ns + 600_000_000,
     ]
+
+
+async def test_one_file_flat_out_reports_a_truncation_or_a_bad_line_after_the_lines_before_it(
+    nats_url: str, nc: Client, unique: str, tmp_path: Path
+) -> None:
+    """REPLAY_SPEED=0 over one file takes its own loop (no merge): the same refusals, the same
+    report, every line before the fault published."""
+    lines = [
+        f"{(TS + i) * 1_000_000} "
+        + f'{{"stream":"{unique.lower()}@trade","data":{{"e":"trade","E":{TS + i},"s":"{unique}","t":{i},'
+        + f'"p":"1.0","q":"2.0","T":{TS + i},"m":false,"M":true}}}}'
+        for i in range(1, 2001)
+    ]
+    bad_line = [*lines[:1500], "not a stamped line", *lines[1500:]]
+    for case, body in (("bad_line", bad_line), ("truncated", lines)):
+        folder = tmp_path / case / "binance"
+        folder.mkdir(parents=True)
+        data = gzip.compress(("\n".join(body) + "\n").encode())
+        if case == "truncated":
+            data = data[: len(data) * 3 // 4]
+        (folder / f"{unique}_20260101.gz").write_bytes(data)
+        trades = await collect(nc, subjects.trades(unique))
+        replay = ReplayConnector(ReplaySettings(replay_path=folder, replay_speed=0))
+        async with running_stream(replay, nats_url, [unique], QUICK):
+            await eventually(lambda r=replay: r.finished)  # type: ignore[misc]
+            await asyncio.sleep(0.2)
+            [error] = replay.health()["replay"]["errors"]
+        ids = [TradeTick.model_validate_json(m.data).trade_id for m in trades]
+
+        if case == "bad_line":
+            assert error["after_line"] == 1500 and "line 1501" in error["error"]
+            assert ids == list(range(1, 1501))
+        else:
+            assert error["after_line"] == len(ids) > 0 and "EOFError" in error["error"]
+            assert ids == list(range(1, len(ids) + 1))
