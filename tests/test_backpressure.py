@@ -47,6 +47,10 @@ async def test_a_burst_many_times_the_queue_is_published_whole_in_order(
             for diff in diffs[: STALE_DIFFS + 1]:
                 await venue.send(depth_stream, diff)
             await eventually(lambda: bool(depth))  # the book is synced
+            # NATS slower than the venue: nats-py's buffer takes 4 kB before a publish must wait for
+            # its flush (as with ``nats.connect(pending_size=4096)``). The feed publishes inline
+            # while it can; then the queue fills and the socket must be paused.
+            stream.bus.nc._max_pending_size = 4096
             later = iter(diffs[STALE_DIFFS + 1 :])
             # Act: the burst, back to back, with a diff after every 100th trade.
             for i in range(BURST):

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import pytest
@@ -15,7 +15,8 @@ from nats.aio.client import Client
 from schemas import DepthUpdate, TradeTick, subjects
 from services.common.bus import Bus
 from services.common.reconnect import ReconnectPolicy
-from services.connector_feed.connector import ConnectorGaveUp, ConnectorWrapper, NativeConnector
+from services.connector_feed.connector import ConnectorGaveUp, ConnectorWrapper, FeedSink, NativeConnector
+from services.connector_feed.events import Trade
 from services.connector_feed.stream import HFTConnectorStream
 from services.connector_feed.stub import StubbedConnector, StubSettings
 from tests.fakes import ScriptedConnector
@@ -243,3 +244,77 @@ def test_process_refuses_bad_configuration(nats_url: str, env_extra: dict[str, s
 
     assert done.returncode != 0
     assert message in done.stderr
+
+
+class _FrameCallbackConnector(NativeConnector):
+    """Pushes batches the way picows' frame callback does: ``sink.put`` (no await), then waits for
+    room only when the stream says it is full."""
+
+    exchange = "stub"
+
+    def __init__(self, symbol: str, batches: list[list[Trade]]) -> None:
+        self.symbol = symbol
+        self.batches = batches
+        self.inline: list[int] = []  # trades published by the time each put returned
+
+    def instruments(self) -> list[str]:
+        return [self.symbol]
+
+    def is_connected(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+    def health(self) -> dict[str, Any]:
+        return {"connected": True}
+
+    async def run(self, sink: FeedSink) -> None:
+        stream = cast(HFTConnectorStream, sink)
+        for batch in self.batches:
+            room = sink.put(batch)
+            self.inline.append(stream.lanes.trades[self.symbol].published)
+            if not room:
+                await sink.room()
+        await asyncio.Event().wait()
+
+
+def _trades(symbol: str, first: int, n: int) -> list[Trade]:
+    return [
+        Trade("stub", symbol, i, "100.5", "0.25", "buy", False, MS * 1_000_000 + i, MS * 1_000_000 + i)
+        for i in range(first, first + n)
+    ]
+
+
+@pytest.mark.parametrize("nats_buffer", ["default", "tiny"])
+async def test_a_frame_callback_publishes_inline_and_a_full_nats_buffer_loses_nothing(
+    nats_url: str, nc: Client, unique: str, nats_buffer: str
+) -> None:
+    """``put`` publishes in the caller's turn (no task, no loop turn). When nats-py must wait for
+    its flush (a buffer smaller than one batch here), the publish it started finishes in the drain
+    task and the rest follows it: every trade once, in order, in ``seq`` order, counted."""
+    batches = [_trades(unique, 1 + 20 * k, 20) for k in range(150)]
+    connector = _FrameCallbackConnector(unique, batches)
+    trades = await collect(nc, subjects.trades(unique))
+    bus = await Bus.connect(nats_url, "test-feed")
+    if nats_buffer == "tiny":
+        bus.nc._max_pending_size = 1024  # nats-py's force-flush threshold: ~4 trades
+    stream = HFTConnectorStream(connector, bus, max_queue=100)
+
+    task = asyncio.create_task(stream.run())
+    await eventually(lambda: stream.lanes.trades[unique].published == 3000, timeout_s=20)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await stream.close()
+    await bus.drain()
+    await eventually(lambda: len(trades) == 3000, timeout_s=20)
+
+    bodies = [json.loads(m.data) for m in trades]
+    assert [b["trade_id"] for b in bodies] == list(range(1, 3001))
+    assert [b["seq"] for b in bodies] == list(range(1, 3001))
+    assert (stream.dropped.trades, stream.dropped.by_reason) == (0, {})
+    if nats_buffer == "default":  # nothing waited: each put returned with its batch published (the
+        # sampled first trade, with its lag header, too)
+        assert connector.inline == [20 * (k + 1) for k in range(150)]
+    else:  # some publishes waited for nats-py's flusher: their batches went on in the drain task
+        assert connector.inline != [20 * (k + 1) for k in range(150)]
