@@ -216,7 +216,8 @@ class StubbedConnector(NativeConnector):
             if paced:  # a venue's pace: each event made, stamped and handed over on its own
                 handed = 0
                 while handed < BATCH and (event := self.due_one(elapsed)) is not None:
-                    await sink.deliver((event,))
+                    if not sink.put((event,)):  # published in this turn, unless NATS makes it wait
+                        await sink.room()
                     handed += 1
             else:  # as fast as the feed publishes: whole batches
                 batch = self.due(elapsed, time.time_ns())
