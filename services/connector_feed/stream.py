@@ -250,11 +250,6 @@ class HFTConnectorStream(StreamViews):
             self._room.clear()
             await self._room.wait()
 
-    def _kick(self) -> None:
-        """Publish from a task of our own (for ``put`` callers, which cannot await)."""
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain(), name="feed-drain")
-
     async def _drain(self) -> None:
         """Publish the queue, oldest first; an item leaves the queue only once it is handed to
         nats-py, so a cancelled drain (shutdown) loses nothing: ``close`` publishes the rest.
@@ -505,7 +500,7 @@ class HFTConnectorStream(StreamViews):
         self._sequence(snapshot)
         self.queue.append(snapshot)
         if not self._draining:
-            self._kick()
+            self._publish_now()
 
     def _log_event(self, event: Event) -> None:
         lag_ms = round((event.ts_recv - event.ts_event) / 1e6, 3)
