@@ -1,4 +1,5 @@
-"""The trade frame's fast path: one typed msgspec decode instead of a dict and a dozen checks.
+"""The fast paths - trade frames (``FastTrades``) and depth diffs (``FastDepth``, at the end): one
+typed msgspec decode instead of a dict and a dozen checks.
 
 Most frames on a Binance connection are trades of the one trade stream it carries, in the
 documented shape. ``FastTrades`` decodes exactly that shape - every documented field declared and
@@ -7,7 +8,7 @@ price/quantity rule as the full parser. It returns a ``Trade`` only when it is s
 (another event, an unknown or extra field, a bad value, a symbol the parser has not met yet, a
 USD-M print that is no market trade) returns None, and ``BinanceParser`` parses the frame the full
 way, which decides and names every refusal. So the fast path changes the cost, never the result:
-``tests/test_properties.py`` holds the two paths to the same answer on arbitrary frames.
+``tests/test_parse_fast.py`` holds the two paths to the same answer on arbitrary frames.
 
 ``misses`` counts trades of the connection's own stream that took the long way: if Binance adds a
 field, that number climbs (health shows it) and the fast path wants the new field declared.
@@ -143,9 +144,10 @@ class _DepthEnvelope(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decode_depth = msgspec.json.Decoder(_DepthEnvelope).decode
-#: The frame's tail as Binance writes it: ``"b":[levels],"a":[levels]}}``, every value a plain
-#: decimal, every price > 0 (``schemas.rules.LEVELS_UNBOUNDED``: the decoder bounds the lengths).
+#: Stream names a FastDepth remembers as diff streams or not (a hostile stream cannot grow it).
 _MAX_STREAMS = 4096
+#: The frame's tail as Binance writes it: ``"b":[levels],"a":[levels]}}``, every value a plain
+#: decimal, every price > 0 (``schemas.rules.LEVELS_UNBOUNDED_TEXT``: the decoder bounds lengths).
 _B_KEY = re.compile(rb'"b":\[')
 _TAIL = re.compile(rb'"b":(?:' + LEVELS_UNBOUNDED_TEXT + rb'),"a":(?:' + LEVELS_UNBOUNDED_TEXT + rb")\}\}")
 
@@ -161,7 +163,7 @@ class FastDepth:
     checked are exactly the levels decoded. Anything else - a partial book, another event,
     spacing the venue never sends, a repeated ``b``, a value that breaks a rule - returns None
     and takes the full parser, which decides and names every refusal: same answers, less cost
-    (``tests/test_properties.py``).
+    (``tests/test_parse_fast.py``).
     """
 
     def __init__(self, ids: dict[str, str]) -> None:
