@@ -143,6 +143,30 @@ async def test_a_seq_gap_a_restart_and_a_lost_subscription_each_resync_by_reques
     await keeper.close()
 
 
+async def test_a_loss_while_the_request_is_out_asks_again_even_if_the_stream_is_quiet() -> None:
+    """A reply made before messages were lost must not end the resync: with the stream quiet after
+    the loss (its tail was dropped), no later message would ever show the hole."""
+    feed = Feed()
+    keeper = BookKeeper(SYMBOL, feed.request)
+    keeper.on_depth(feed.snapshot())
+    answer = feed.request
+
+    async def slow_reply(subject: str, body: bytes) -> tuple[dict[str, str], bytes]:
+        reply = await answer(subject, body)  # the book as it is now...
+        if feed.requests == 1:
+            feed.delta([(PRICES[4], "7")], [])  # ...then the tail of a burst, dropped for us
+            keeper.lost("slow_consumer", "NATS dropped messages")
+        return reply
+
+    keeper._request = slow_reply
+    keeper.lost("slow_consumer", "NATS dropped messages")
+    await eventually(lambda: keeper.synced)
+
+    assert same_book(keeper, feed) and keeper.seq == feed.seq
+    assert feed.requests == 2
+    await keeper.close()
+
+
 async def test_a_snapshot_in_the_stream_syncs_without_waiting_for_the_reply() -> None:
     feed = Feed()
     feed.answer = "timeout"

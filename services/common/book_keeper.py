@@ -63,6 +63,7 @@ class BookKeeper:
         self._clock = clock
         self._buffer: deque[DepthMsg] = deque()
         self._recovering: asyncio.Task[None] | None = None
+        self._losses = 0  # losses so far: a reply asked for before the last one may predate it
         self._sampler = LogSampler()
         self.reason = "starting: asking the feed for the book"
 
@@ -107,6 +108,7 @@ class BookKeeper:
         """Messages may have been lost (a gap, a new run, a dropped or reconnected subscription)."""
         self.stats.gaps += 1
         self.stats.reasons[kind] = self.stats.reasons.get(kind, 0) + 1
+        self._losses += 1
         self.state = "resyncing"
         self.reason = why
         self._buffer.clear()
@@ -156,9 +158,14 @@ class BookKeeper:
     async def _recover(self) -> None:
         delay = RETRY_INITIAL_S
         while self.state == "resyncing":
+            losses = self._losses
             reply = await self._ask()
             if self.state != "resyncing":  # a snapshot in the stream got there first
                 return
+            if self._losses != losses:
+                # Lost while the request was out (a slow-consumer drop, a reconnect): the reply may
+                # predate what was lost, and if the stream is quiet now nothing would show the hole.
+                continue
             if reply is not None and self._sync(reply):
                 return
             await asyncio.sleep(delay)
