@@ -95,20 +95,25 @@ odd_values = st.one_of(
 )
 
 
-@st.composite
-def trade_frames(draw: st.DrawFn, kind: str, market: str) -> str:
-    """A documented trade frame, sometimes bent: a field dropped, set to anything, an extra field,
-    a duplicate key, or a stray byte."""
-    data = draw(_trade_payload(kind, market))
+def _bend(draw: st.DrawFn, data: dict[str, Any], actions: list[str], extra_keys: list[str]) -> None:
+    """Up to two changes to a payload: a field set to anything, dropped, or an extra field added."""
     for _ in range(draw(st.integers(0, 2))):
-        action = draw(st.sampled_from(["set", "drop", "add", "none"]))
+        action = draw(st.sampled_from(actions))
         key = draw(st.sampled_from(sorted(data)))
         if action == "set":
             data[key] = draw(odd_values)
         elif action == "drop":
             data.pop(key)
         elif action == "add":
-            data[draw(st.sampled_from(["Z", "b", "a", "X", "nq", "ee"]))] = draw(odd_values)
+            data[draw(st.sampled_from(extra_keys))] = draw(odd_values)
+
+
+@st.composite
+def trade_frames(draw: st.DrawFn, kind: str, market: str) -> str:
+    """A documented trade frame, sometimes bent: a field dropped, set to anything, an extra field,
+    a duplicate key, or a stray byte."""
+    data = draw(_trade_payload(kind, market))
+    _bend(draw, data, ["set", "drop", "add", "none"], ["Z", "b", "a", "X", "nq", "ee"])
     text = json.dumps({"stream": f"btcusdt@{kind}", "data": data}, separators=(",", ":"))
     twist = draw(st.sampled_from(["none", "none", "dup", "surrogate", "bigint", "space"]))
     if twist == "dup":  # the same key twice: the last one counts (for both paths)
@@ -167,15 +172,7 @@ def depth_frames(draw: st.DrawFn, market: str) -> str | bytes | memoryview:
     if market == "usdm":
         data |= {"T": draw(st.integers(0, 2**45)), "pu": draw(st.integers(0, 2**40))}
     data |= {"b": draw(level), "a": draw(level)}
-    for _ in range(draw(st.integers(0, 2))):
-        action = draw(st.sampled_from(["set", "drop", "add", "none", "none"]))
-        key = draw(st.sampled_from(sorted(data)))
-        if action == "set":
-            data[key] = draw(odd_values)
-        elif action == "drop":
-            data.pop(key)
-        elif action == "add":
-            data[draw(st.sampled_from(["Z", "T", "pu", "p", "ee"]))] = draw(odd_values)
+    _bend(draw, data, ["set", "drop", "add", "none", "none"], ["Z", "T", "pu", "p", "ee"])
     stream = draw(st.sampled_from(["btcusdt@depth@100ms", "btcusdt@depth", "btcusdt@depth5@100ms"]))
     text = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
     twist = draw(
